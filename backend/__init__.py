@@ -1,0 +1,1 @@
+"""crosslens API service (FastAPI): registry, uploads, jobs, auth, storage."""

@@ -1,0 +1,13 @@
+"""HTTP API: ``/health`` outside, everything else under ``/api/v1`` behind a token."""
+
+from fastapi import APIRouter, Depends
+
+from backend.api.routes import auth
+from backend.core.security import current_user
+
+
+def build_v1_router() -> APIRouter:
+    """Every router included here inherits the ``current_user`` dependency: deny by default."""
+    v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(current_user)])
+    v1.include_router(auth.router)
+    return v1
