@@ -7,6 +7,7 @@ from dash import html
 
 from app.api_client import ApiError, client
 
+
 def layout(**_query: str) -> html.Div:
     try:
         me = client().me()
