@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     DateTime,
     Float,
@@ -99,6 +100,73 @@ class Membership(Base):
 
     user: Mapped[User] = relationship(back_populates="memberships")
     project: Mapped[Project] = relationship(back_populates="memberships")
+
+
+# -- models, datasets, notes (backend core) -------------------------------------------------
+
+
+class ModelRecord(Base):
+    """An uploaded model. Files live in content-addressed storage (``services/storage.py``):
+    ``sha256`` names the weights (``.safetensors``) or the program (``.pt2``); the config or
+    spec is kept here as JSON so listing never touches the files."""
+
+    __tablename__ = "models"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                            index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    format: Mapped[str] = mapped_column(String(16))
+    architecture: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    params: Mapped[dict] = mapped_column(JSON, default=dict)
+    spec: Mapped[dict] = mapped_column(JSON)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    accuracy: Mapped[float | None] = mapped_column(Float, nullable=True)
+    smooth: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DatasetRecord(Base):
+    """An uploaded dataset. ``sha256`` names the uploaded zip; ``tensors_sha256`` the
+    validated, normalised ``.safetensors`` (all modalities + labels) every loader reads."""
+
+    __tablename__ = "datasets"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                            index=True)
+    name: Mapped[str] = mapped_column(String(128))
+    n: Mapped[int] = mapped_column(Integer)
+    modalities: Mapped[dict] = mapped_column(JSON)
+    label_counts: Mapped[dict] = mapped_column(JSON)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    tensors_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    description: Mapped[str] = mapped_column(String(2000), default="")
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Note(Base):
+    """A note a project member attached to one instance (optionally under one model)."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"),
+                                            index=True)
+    model_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"),
+                                                 nullable=True)
+    dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
+    index: Mapped[int] = mapped_column(Integer)
+    author_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"))
+    text: Mapped[str] = mapped_column(String(5000))
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True), default=utcnow,
+                                                    index=True)
+
+    author: Mapped[User] = relationship()
 
 
 # -- jobs (jobs engineer) -------------------------------------------------------------------
