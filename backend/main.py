@@ -17,6 +17,7 @@ from backend.api import build_v1_router
 from backend.api.routes import health
 from backend.core.config import Settings
 from backend.db import Database
+from backend.services.jobs import JobService
 
 log = logging.getLogger("crosslens.api")
 
@@ -28,10 +29,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     torch.set_num_threads(settings.torch_threads)
     db = Database(settings.resolved_database_url)
     db.create_all()
+    # -- jobs (jobs engineer): durable analyses on Dask; workers start with the first job --
+    jobs = JobService(settings, db)
+    # -- end jobs --
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        jobs.start()  # jobs
         yield
+        jobs.stop()  # jobs: running jobs go back to the queue, resumed on the next start
         db.dispose()
 
     # The schema is served under /api/v1 behind the token like everything else (deny by
@@ -41,6 +47,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   openapi_url=None, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.db = db
+    app.state.jobs = jobs  # jobs
 
     app.include_router(health.router)
     v1 = build_v1_router()

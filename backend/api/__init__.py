@@ -3,6 +3,7 @@
 from fastapi import APIRouter, Depends
 
 from backend.api.routes import auth
+from backend.api.routes import jobs as jobs_routes  # jobs
 from backend.core.security import current_user
 
 
@@ -10,4 +11,5 @@ def build_v1_router() -> APIRouter:
     """Every router included here inherits the ``current_user`` dependency: deny by default."""
     v1 = APIRouter(prefix="/api/v1", dependencies=[Depends(current_user)])
     v1.include_router(auth.router)
+    v1.include_router(jobs_routes.router)  # jobs
     return v1
