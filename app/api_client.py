@@ -66,6 +66,12 @@ class ApiClient:
     def close(self) -> None:
         self._http.close()
 
+    def __enter__(self) -> ApiClient:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     # -- resources --------------------------------------------------------------------------
 
     def health(self) -> dict:
@@ -73,6 +79,74 @@ class ApiClient:
 
     def me(self) -> dict:
         return self.get("/api/v1/auth/me")
+
+    # projects and notes
+    def projects(self) -> list[dict]:
+        return self.get("/api/v1/projects")
+
+    def create_project(self, name: str, description: str = "") -> dict:
+        return self.post("/api/v1/projects", json={"name": name, "description": description})
+
+    def notes(self, project_id: int, dataset_id: int, index: int,
+              model_id: int | None = None) -> list[dict]:
+        params = {"project_id": project_id, "dataset_id": dataset_id, "index": index}
+        if model_id is not None:
+            params["model_id"] = model_id
+        return self.get("/api/v1/notes", params=params)
+
+    def add_note(self, project_id: int, dataset_id: int, index: int, text: str,
+                 model_id: int | None = None) -> dict:
+        return self.post("/api/v1/notes", json={
+            "project_id": project_id, "model_id": model_id, "dataset_id": dataset_id,
+            "index": index, "text": text})
+
+    # models and datasets
+    def models(self, project_id: int) -> list[dict]:
+        return self.get("/api/v1/models", params={"project_id": project_id})
+
+    def model(self, model_id: int) -> dict:
+        return self.get(f"/api/v1/models/{model_id}")
+
+    def upload_model(self, project_id: int, name: str,
+                     files: dict[str, tuple[str, bytes]]) -> dict:
+        """``files``: ``weights`` + ``config`` (safetensors) or ``program`` + ``spec`` (.pt2),
+        each ``(filename, content)``."""
+        return self.post("/api/v1/models", data={"project_id": str(project_id), "name": name},
+                         files={k: (fn, content) for k, (fn, content) in files.items()})
+
+    def delete_model(self, model_id: int) -> None:
+        self.delete(f"/api/v1/models/{model_id}")
+
+    def datasets(self, project_id: int) -> list[dict]:
+        return self.get("/api/v1/datasets", params={"project_id": project_id})
+
+    def dataset(self, dataset_id: int) -> dict:
+        return self.get(f"/api/v1/datasets/{dataset_id}")
+
+    def upload_dataset(self, project_id: int, filename: str, content: bytes) -> dict:
+        return self.post("/api/v1/datasets", data={"project_id": str(project_id)},
+                         files={"file": (filename, content, "application/zip")})
+
+    def delete_dataset(self, dataset_id: int) -> None:
+        self.delete(f"/api/v1/datasets/{dataset_id}")
+
+    def instances(self, dataset_id: int, *, offset: int = 0, limit: int = 50,
+                  label: int | None = None, model_id: int | None = None) -> dict:
+        params: dict[str, int] = {"offset": offset, "limit": limit}
+        if label is not None:
+            params["label"] = label
+        if model_id is not None:
+            params["model_id"] = model_id
+        return self.get(f"/api/v1/datasets/{dataset_id}/instances", params=params)
+
+    def instance(self, dataset_id: int, index: int, model_id: int | None = None) -> dict:
+        params = {"model_id": model_id} if model_id is not None else {}
+        return self.get(f"/api/v1/datasets/{dataset_id}/instances/{index}", params=params)
+
+    # instance explanations: ``request`` holds model_id, dataset_id, index, target, output
+    def explain(self, what: str, request: dict[str, Any]) -> dict:
+        """``what`` is predict | attributions | interactions | attention | whatif."""
+        return self.post(f"/api/v1/explain/{what}", json=request)
 
 
 def api_url() -> str:
