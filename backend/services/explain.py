@@ -1,0 +1,476 @@
+"""Instance explanations for the API: prediction, attributions, cross-modal interactions,
+attention and modality what-ifs of one dataset row, reduced to compact JSON for drawing.
+
+Every result is cached by content hash: the stored model file and its config, the dataset's
+normalised tensors, the row index and the request parameters (``storage.cache_key``), so a
+second look at the same instance is a file read. Models are built once per process and kept
+in an LRU (``catalog``); a per-model lock serialises requests on one model because the
+estimators hook into its modules.
+
+Reductions for drawing: an image ``[C, H, W]`` becomes one ``[H][W]`` map (signed sum over
+channels for attributions, channel mean for inputs); a token modality ``[T, D]`` one value
+per token (sum over the embedding dimension); a time series stays ``[C][L]``; a table
+``[F]``. Interactions are summed over elements (image patches, tokens, time windows,
+features; ``estimators.attribution.element_layout``).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from fastapi import HTTPException, status
+from sqlalchemy.orm import Session
+from torch import Tensor
+
+from backend.core.config import Settings
+from backend.db import DatasetRecord, ModelRecord, User
+from backend.schemas import (
+    AttentionRequest,
+    AttributionRequest,
+    ExplainRequest,
+    InstancePage,
+    InstanceRow,
+    InstanceView,
+    InteractionRequest,
+    ModalityView,
+    WhatIfRequest,
+)
+from backend.services import catalog
+from backend.services.storage import Storage, cache_key
+from estimators.data import MultimodalDataset
+from estimators.model import ModalitySpec, ModelSpec, MultimodalModel
+
+MAX_IMAGE_SIDE = 128
+MAX_SERIES_LENGTH = 2048
+DIGITS = 6
+
+
+def not_available(what: str) -> HTTPException:
+    return HTTPException(status.HTTP_501_NOT_IMPLEMENTED, f"{what} not available yet")
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+# -- reductions for drawing -----------------------------------------------------------------
+
+
+def _round(x: Tensor) -> list[Any]:
+    """Nested lists of floats rounded to a few significant digits (compact JSON)."""
+    values = x.detach().to(torch.float64)
+    scale = values.abs().max().item() if values.numel() else 0.0
+    if scale > 0 and math.isfinite(scale):
+        digits = max(DIGITS - math.floor(math.log10(scale)) - 1, 0)
+        values = torch.round(values, decimals=min(digits, 12))
+    return values.tolist()
+
+
+def _shrink_image(x: Tensor) -> Tensor:
+    """``[..., H, W]`` average-pooled so neither side exceeds ``MAX_IMAGE_SIDE``."""
+    h, w = x.shape[-2:]
+    if max(h, w) <= MAX_IMAGE_SIDE:
+        return x
+    f = math.ceil(max(h, w) / MAX_IMAGE_SIDE)
+    lead = x.shape[:-2]
+    pooled = torch.nn.functional.avg_pool2d(x.reshape(-1, 1, h, w).float(), f, ceil_mode=True)
+    return pooled.reshape(*lead, *pooled.shape[-2:])
+
+
+def _shrink_series(x: Tensor) -> Tensor:
+    """``[..., L]`` average-pooled to at most ``MAX_SERIES_LENGTH`` steps."""
+    length = x.shape[-1]
+    if length <= MAX_SERIES_LENGTH:
+        return x
+    f = math.ceil(length / MAX_SERIES_LENGTH)
+    lead = x.shape[:-1]
+    pooled = torch.nn.functional.avg_pool1d(x.reshape(-1, 1, length).float(), f,
+                                            ceil_mode=True)
+    return pooled.reshape(*lead, pooled.shape[-1])
+
+
+def _as_image(x: Tensor) -> Tensor:
+    """An image row as ``[C, H, W]`` (a bare ``[H, W]`` gets one channel)."""
+    return x.unsqueeze(0) if x.ndim == 2 else x.reshape(-1, *x.shape[-2:])
+
+
+def reduce_attribution(kind: str, is_token: bool, a: Tensor) -> list[Any]:
+    """One instance's feature-space attribution → the drawable map described above."""
+    if is_token:
+        return _round(a.reshape(a.shape[0], -1).sum(-1))
+    if kind == "image":
+        return _round(_shrink_image(_as_image(a).sum(0)))
+    if kind in ("timeseries", "audio"):
+        return _round(_shrink_series(a if a.ndim >= 2 else a.unsqueeze(0)))
+    return _round(a.reshape(-1))
+
+
+def _token_strings(spec: ModalitySpec | None, ids: list[int]) -> list[str]:
+    vocab = spec.vocab if spec is not None else None
+    return [vocab[i] if vocab and 0 <= i < len(vocab) else str(i) for i in ids]
+
+
+def _token_ids(spec: ModalitySpec | None, x: Tensor) -> list[int]:
+    ids = [int(i) for i in x.reshape(-1).tolist()]
+    pad = spec.pad_id if spec is not None else None
+    return ids if pad is None else [i for i in ids if i != pad]
+
+
+def modality_view(name: str, kind: str, x: Tensor, spec: ModalitySpec | None) -> ModalityView:
+    """One modality of one instance, ready to draw (see ``schemas.ModalityView``)."""
+    display = spec.display if spec is not None else {}
+    shape = list(x.shape)
+    if kind == "text" or not x.is_floating_point():
+        ids = _token_ids(spec, x)
+        return ModalityView(kind=kind, shape=shape, values=ids, ids=ids,
+                            tokens=_token_strings(spec, ids))
+    if kind == "image":
+        img = _as_image(x.float())
+        mean, std = display.get("mean"), display.get("std")
+        if isinstance(mean, list) and isinstance(std, list) and len(mean) in (1, img.shape[0]):
+            m = torch.tensor(mean, dtype=img.dtype).reshape(-1, 1, 1)
+            s = torch.tensor(std, dtype=img.dtype).reshape(-1, 1, 1)
+            img = img * s + m
+        img = _shrink_image(img)
+        return ModalityView(kind=kind, shape=shape, values=_round(img.mean(0)),
+                            channels=_round(img))
+    if kind in ("timeseries", "audio"):
+        series = x.float() if x.ndim >= 2 else x.float().unsqueeze(0)
+        return ModalityView(kind=kind, shape=shape, values=_round(_shrink_series(series)),
+                            sample_rate_hz=display.get("sample_rate_hz"),
+                            unit=display.get("unit"))
+    flat = x.float().reshape(-1)
+    names = display.get("feature_names") or [f"x{i}" for i in range(flat.numel())]
+    return ModalityView(kind=kind, shape=shape, values=_round(flat), feature_names=names,
+                        units=display.get("units"))
+
+
+def _kind(drow: DatasetRecord, spec: ModelSpec | None, name: str) -> tuple[str, ModalitySpec |
+                                                                                None]:
+    if spec is not None and name in spec.names:
+        m = spec.modality(name)
+        return m.kind, m
+    return (drow.meta or {}).get("kinds", {}).get(name, "tabular"), None
+
+
+def _label_name(drow: DatasetRecord, spec: ModelSpec | None, label: int) -> str | None:
+    classes = (drow.meta or {}).get("classes") or (spec.classes if spec else None)
+    return classes[label] if classes and 0 <= label < len(classes) else None
+
+
+def _row_id(dataset: MultimodalDataset, index: int) -> str:
+    return dataset.ids[index] if dataset.ids is not None else str(index)
+
+
+def _check_index(drow: DatasetRecord, index: int) -> None:
+    if not 0 <= index < drow.n:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            f"instance {index} not found; dataset {drow.id} has rows "
+                            f"0..{drow.n - 1}")
+
+
+# -- the service ----------------------------------------------------------------------------
+
+
+class Explainer:
+    """Synchronous explanations for one API process (settings injected, state in storage)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.storage = Storage(settings.data_dir)
+
+    # lookups -----------------------------------------------------------------------------
+
+    def _model(self, row: ModelRecord) -> Any:
+        try:
+            return catalog.model_from_row(self.settings, row)
+        except catalog.NotAvailable as exc:
+            raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from exc
+
+    def _in_process(self, row: ModelRecord, what: str) -> MultimodalModel:
+        model = self._model(row)
+        if not isinstance(model, MultimodalModel):
+            raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED,
+                                f"{what} for .pt2 programs is not available yet; upload "
+                                ".safetensors + config for this view")
+        return model
+
+    def _cached(self, op: str, mrow: ModelRecord | None, drow: DatasetRecord,
+                params: dict[str, Any], compute: Callable[[], dict[str, Any]]
+                ) -> dict[str, Any]:
+        key = cache_key({
+            "op": op, "dataset": drow.tensors_sha256, "params": params,
+            "model": None if mrow is None else [mrow.sha256, mrow.format, mrow.architecture,
+                                                mrow.params, mrow.spec]})
+        hit = self.storage.read_json("explain", key)
+        if hit is not None:
+            return hit
+        if mrow is None:
+            value = compute()
+        else:
+            with catalog.model_lock(mrow):
+                value = compute()
+        self.storage.write_json("explain", key, value)
+        return value
+
+    def _rows(self, session: Session, user: User, req: ExplainRequest
+              ) -> tuple[ModelRecord, DatasetRecord]:
+        mrow = catalog.model_row(session, user, req.model_id)
+        drow = catalog.dataset_row(session, user, req.dataset_id)
+        _check_index(drow, req.index)
+        spec = ModelSpec.model_validate(mrow.spec)
+        if req.target is not None and req.target >= spec.n_classes:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                f"target {req.target} is not a class index; the model has "
+                                f"{spec.n_classes} classes {spec.classes}")
+        return mrow, drow
+
+    def _instance(self, model: Any, drow: DatasetRecord, index: int
+                  ) -> tuple[dict[str, Tensor], MultimodalDataset]:
+        dataset = catalog.dataset_from_row(self.settings, drow)
+        catalog.check_compatible(model.spec, dataset)
+        return catalog.model_inputs(model.spec, dataset.instance(index)), dataset
+
+    # instances ---------------------------------------------------------------------------
+
+    def instance_page(self, session: Session, user: User, dataset_id: int, *, offset: int,
+                      limit: int, label: int | None, model_id: int | None) -> InstancePage:
+        drow = catalog.dataset_row(session, user, dataset_id)
+        dataset = catalog.dataset_from_row(self.settings, drow)
+        rows = torch.arange(len(dataset))
+        if label is not None:
+            rows = rows[dataset.labels == label]
+        page = rows[offset:offset + limit]
+        items = [InstanceRow(index=int(i), id=_row_id(dataset, int(i)),
+                             label=int(dataset.labels[i])) for i in page]
+        if model_id is not None and len(page):
+            mrow = catalog.model_row(session, user, model_id)
+            params = {"rows": page.tolist()}
+
+            def compute() -> dict[str, Any]:
+                model = self._in_process(mrow, "dataset predictions")
+                catalog.check_compatible(model.spec, dataset)
+                batch = catalog.model_inputs(model.spec, dataset.subset(page).inputs)
+                with torch.no_grad():
+                    probs = torch.softmax(model(batch).float(), -1)
+                conf, pred = probs.max(-1)
+                return {"predicted": pred.tolist(), "confidence": _round(conf)}
+
+            preds = self._cached("predictions", mrow, drow, params, compute)
+            for item, p, c in zip(items, preds["predicted"], preds["confidence"], strict=True):
+                item.predicted, item.confidence, item.correct = p, c, p == item.label
+        return InstancePage(total=int(rows.numel()), items=items)
+
+    def instance_view(self, session: Session, user: User, dataset_id: int, index: int,
+                      model_id: int | None) -> InstanceView:
+        drow = catalog.dataset_row(session, user, dataset_id)
+        _check_index(drow, index)
+        spec = None
+        if model_id is not None:
+            spec = ModelSpec.model_validate(catalog.model_row(session, user, model_id).spec)
+        dataset = catalog.dataset_from_row(self.settings, drow)
+        label = int(dataset.labels[index])
+        views = {}
+        for name, x in dataset.inputs.items():
+            kind, mspec = _kind(drow, spec, name)
+            views[name] = modality_view(name, kind, x[index], mspec)
+        return InstanceView(index=index, id=_row_id(dataset, index), label=label,
+                            label_name=_label_name(drow, spec, label), modalities=views)
+
+    # explanations ------------------------------------------------------------------------
+
+    def predict(self, session: Session, user: User, req: ExplainRequest) -> dict[str, Any]:
+        mrow, drow = self._rows(session, user, req)
+
+        def compute() -> dict[str, Any]:
+            model = self._in_process(mrow, "prediction")
+            inputs, dataset = self._instance(model, drow, req.index)
+            with torch.no_grad():
+                logits = model(inputs)[0].float()
+            probs = torch.softmax(logits, -1)
+            return {"classes": list(model.spec.classes), "probs": _round(probs),
+                    "predicted": int(probs.argmax()), "label": int(dataset.labels[req.index]),
+                    "logits": _round(logits)}
+
+        return self._cached("predict", mrow, drow, _params(req), compute)
+
+    def _target(self, model: MultimodalModel, inputs: dict[str, Tensor],
+                target: int | None) -> int:
+        if target is not None:
+            return target
+        with torch.no_grad():
+            return int(model(inputs)[0].argmax())
+
+    def attributions(self, session: Session, user: User, req: AttributionRequest
+                     ) -> dict[str, Any]:
+        if not _has("estimators.attribution"):
+            raise not_available("attributions")
+        from estimators.attribution import attribute, feature_means
+
+        mrow, drow = self._rows(session, user, req)
+
+        def compute() -> dict[str, Any]:
+            model = self._in_process(mrow, "attributions")
+            inputs, dataset = self._instance(model, drow, req.index)
+            target = self._target(model, inputs, req.target)
+            means = None
+            if req.baseline == "mean":
+                sample = dataset.subset(torch.arange(min(len(dataset), 512)))
+                means = feature_means(model, catalog.model_inputs(model.spec, sample.inputs))
+            try:
+                result = attribute(model, inputs, target=target, method=req.method,
+                                   baselines=req.baseline, means=means, output=req.output)
+            except ValueError as exc:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+            modalities = {}
+            for m in model.spec.modalities:
+                a = result.attributions[m.name][0]
+                modalities[m.name] = {
+                    "kind": m.kind, "values": reduce_attribution(m.kind, m.is_token, a),
+                    "total": float(a.sum()), "abs_total": float(a.abs().sum())}
+            delta = None if result.delta is None else float(result.delta.reshape(-1)[0])
+            return {"method": req.method, "target": target, "delta": delta,
+                    "modalities": modalities}
+
+        return self._cached("attributions", mrow, drow, _params(req), compute)
+
+    def interactions(self, session: Session, user: User, req: InteractionRequest
+                     ) -> dict[str, Any]:
+        if not _has("estimators.interactions"):
+            raise not_available("cross-modal interactions (estimators.interactions)")
+        mrow, drow = self._rows(session, user, req)
+        spec = ModelSpec.model_validate(mrow.spec)
+        for name in (req.a, req.b):
+            if name not in spec.names:
+                raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                    f"modality {name!r} is not one of the model's {spec.names}")
+        if req.a == req.b:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                "a and b must be two different modalities")
+
+        def compute() -> dict[str, Any]:
+            model = self._in_process(mrow, "interactions")
+            inputs, _ = self._instance(model, drow, req.index)
+            target = self._target(model, inputs, req.target)
+            return interaction_map(model, inputs, req.a, req.b, target=target,
+                                   output=req.output, top_k=req.top_k)
+
+        return self._cached("interactions", mrow, drow, _params(req), compute)
+
+    def attention(self, session: Session, user: User, req: AttentionRequest
+                  ) -> dict[str, Any]:
+        if not _has("estimators.attention"):
+            raise not_available("attention maps (estimators.attention)")
+        mrow, drow = self._rows(session, user, req)
+
+        def compute() -> dict[str, Any]:
+            model = self._in_process(mrow, "attention maps")
+            inputs, _ = self._instance(model, drow, req.index)
+            return attention_view(model, inputs, layer=req.layer, head=req.head,
+                                  query=req.query)
+
+        return self._cached("attention", mrow, drow, _params(req), compute)
+
+    def whatif(self, session: Session, user: User, req: WhatIfRequest) -> dict[str, Any]:
+        mrow, drow = self._rows(session, user, req)
+        spec = ModelSpec.model_validate(mrow.spec)
+        unknown = sorted(set(req.drop) - set(spec.names))
+        if unknown:
+            raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
+                                f"cannot drop {unknown}: the model's modalities are "
+                                f"{spec.names}")
+        if not _has("estimators.ablation"):
+            raise not_available("modality what-if (estimators.ablation)")
+
+        def compute() -> dict[str, Any]:
+            model = self._in_process(mrow, "what-if")
+            inputs, dataset = self._instance(model, drow, req.index)
+            return whatif_view(model, inputs, dataset, drop=list(req.drop),
+                               replace=req.replace)
+
+        return self._cached("whatif", mrow, drow, _params(req), compute)
+
+
+def _params(req: ExplainRequest) -> dict[str, Any]:
+    return req.model_dump(mode="json", exclude={"model_id", "dataset_id"})
+
+
+# -- estimator adapters (filled in as the estimators land) ----------------------------------
+
+
+def element_labels(spec: ModalitySpec, layout: Any, inputs: dict[str, Tensor]) -> list[str]:
+    """Human labels for the elements of one modality (patches, tokens, windows, features)."""
+    if spec.is_token:
+        ids = [int(i) for i in inputs[spec.name][0].tolist()]
+        return [f"{k}:{s}" for k, s in enumerate(_token_strings(spec, ids))]
+    if spec.kind == "image":
+        rows, cols = layout.grid
+        return [f"patch r{r} c{c}" for r in range(rows) for c in range(cols)]
+    if spec.kind in ("timeseries", "audio"):
+        win = layout.size
+        length = layout.feature_shape[-1]
+        return [f"t{k * win}–{min((k + 1) * win, length) - 1}" for k in range(layout.grid[0])]
+    names = spec.display.get("feature_names")
+    n = layout.n_elements
+    return list(names) if isinstance(names, list) and len(names) == n else [
+        f"x{k}" for k in range(n)]
+
+
+def interaction_map(model: MultimodalModel, inputs: dict[str, Tensor], a: str, b: str, *,
+                    target: int, output: str, top_k: int) -> dict[str, Any]:
+    """Cross-modal Hessian block ∂²f_target/∂x_a∂x_b of one instance, summed over elements
+    of each modality (``estimators.interactions.cross_hessian``), with the top pairs by
+    absolute value."""
+    from estimators.attribution import element_layout, to_elements
+    from estimators.interactions import cross_hessian
+
+    block = cross_hessian(model, inputs, a, b, target=target, output=output)[0].detach()
+    features = model.embed(inputs)
+    spec_a, spec_b = model.spec.modality(a), model.spec.modality(b)
+    lay_a = element_layout(spec_a, features[a].shape[1:])
+    lay_b = element_layout(spec_b, features[b].shape[1:])
+    na = len(lay_a.feature_shape)
+    flat = block.reshape(*block.shape[:na], -1)            # [*shape_a, nb_flat]
+    by_b = to_elements(flat, _flat_layout(lay_b))           # [*shape_a, n_b]
+    matrix = to_elements(by_b.movedim(-1, 0), lay_a).T      # [n_a, n_b]
+    a_labels = element_labels(spec_a, lay_a, inputs)
+    b_labels = element_labels(spec_b, lay_b, inputs)
+    k = min(top_k, matrix.numel())
+    flat_idx = matrix.abs().reshape(-1).topk(k).indices
+    pairs = []
+    for idx in flat_idx.tolist():
+        i, j = divmod(idx, matrix.shape[1])
+        pairs.append({"i": i, "j": j, "value": float(matrix[i, j]), "a_label": a_labels[i],
+                      "b_label": b_labels[j]})
+    scale = float(matrix.abs().max()) if matrix.numel() else 0.0
+    all_zero = scale < 1e-10
+    note = None
+    if all_zero:
+        note = ("every cross-modal second derivative is zero here: the model is additive in "
+                f"{a} and {b}, or piecewise linear (ReLU, max-pool); for ReLU models try "
+                "output='log_softmax'")
+    return {"a": a, "b": b, "target": target, "a_labels": a_labels, "b_labels": b_labels,
+            "matrix": _round(matrix), "top_pairs": pairs, "all_zero": all_zero, "note": note}
+
+
+def _flat_layout(layout: Any) -> Any:
+    """A layout over the flattened feature axis (for summing the second block axis)."""
+    from estimators.attribution import ElementLayout
+
+    return ElementLayout(layout.index, layout.grid, layout.size,
+                         (math.prod(layout.feature_shape),))
+
+
+def attention_view(model: MultimodalModel, inputs: dict[str, Tensor], *, layer: int | None,
+                   head: int | None, query: int | None) -> dict[str, Any]:
+    raise not_available("attention maps (estimators.attention)")
+
+
+def whatif_view(model: MultimodalModel, inputs: dict[str, Tensor], dataset: MultimodalDataset,
+                *, drop: list[str], replace: str) -> dict[str, Any]:
+    raise not_available("modality what-if (estimators.ablation)")
+
