@@ -58,7 +58,8 @@ def test_emap_of_a_bilinear_model_replaces_the_product_by_its_mean_field_terms()
     a, b, w = inputs["a"], inputs["b"], model.module.W.detach()
     a_bar, b_bar = a.mean(0), b.mean(0)
     # mean_{j,k} a_jᵀ W b_k = āᵀ W b̄ for a bilinear form
-    expected = (torch.einsum("ni,cij,j->nc", a, w, b_bar) + torch.einsum("i,cij,nj->nc", a_bar, w, b)
+    expected = (torch.einsum("ni,cij,j->nc", a, w, b_bar)
+                + torch.einsum("i,cij,nj->nc", a_bar, w, b)
                 - torch.einsum("i,cij,j->c", a_bar, w, b_bar))
     torch.testing.assert_close(emap_logits(model, inputs, batch_size=5), expected,
                                atol=1e-5, rtol=1e-5)
