@@ -114,3 +114,55 @@ def artifacts_dir(request: pytest.FixtureRequest) -> Path:
     path = ARTIFACTS / request.node.module.__name__.rsplit(".", 1)[-1]
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+# -- Postgres (DESIGN.md: "Postgres tested when available") ---------------------------------
+
+
+def _pg_bin(name: str) -> str | None:
+    import glob
+    import shutil
+
+    found = shutil.which(name)
+    if found:
+        return found
+    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"))
+    return candidates[-1] if candidates else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A SQLAlchemy URL of a real Postgres: ``CROSSLENS_TEST_POSTGRES_URL`` if set, else a
+    throwaway cluster started on a free loopback port (skipped where Postgres is missing)."""
+    if os.environ.get("CROSSLENS_TEST_POSTGRES_URL"):
+        yield os.environ["CROSSLENS_TEST_POSTGRES_URL"]
+        return
+    initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
+    if not (initdb and pg_ctl):
+        pytest.skip("no Postgres server binaries here; set CROSSLENS_TEST_POSTGRES_URL")
+    import shutil
+    import tempfile
+
+    # Not pytest's tmp dir: its parents are private to root, and the server runs as postgres.
+    root = Path(tempfile.mkdtemp(prefix="crosslens-pg-"))
+    data, port = root / "data", free_port()
+    as_user: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        import pwd
+
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.skip("running as root without a 'postgres' user to own the cluster")
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        as_user = [shutil.which("runuser") or "/usr/sbin/runuser", "-u", "postgres", "--"]
+    run = lambda *cmd: subprocess.run([*as_user, *cmd], check=True,  # noqa: E731
+                                      capture_output=True, text=True, timeout=120)
+    run(initdb, "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
+    run(pg_ctl, "-D", str(data), "-w", "-l", str(root / "log"), "-o",
+        f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run(pg_ctl, "-D", str(data), "-m", "immediate", "stop")
+        shutil.rmtree(root, ignore_errors=True)
