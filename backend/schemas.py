@@ -9,9 +9,9 @@ a token sequence one value per token, a time series ``[C][L]``, a table ``[F]``.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from estimators.model import ModelSpec, TokenSegment
 
@@ -20,6 +20,15 @@ Output = Literal["logits", "log_softmax", "softmax"]
 ModelFormat = Literal["safetensors", "pt2"]
 AttributionMethod = Literal["integrated_gradients", "saliency", "input_x_gradient"]
 Baseline = Literal["zeros", "mean", "pad", "mask", "blur"]
+
+
+
+def _as_utc(value: dt.datetime) -> dt.datetime:
+    return value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+
+
+# Stored times are UTC; SQLite hands them back naive, so every output carries the zone.
+UTCDatetime = Annotated[dt.datetime, AfterValidator(_as_utc)]
 
 # Nested lists of floats of any depth (image [H][W], timeseries [C][L], tabular [F]).
 Values = list[Any]
@@ -73,7 +82,7 @@ class NoteOut(BaseModel):
     index: int
     author: str
     text: str
-    created_at: dt.datetime
+    created_at: UTCDatetime
 
 
 # -- models ---------------------------------------------------------------------------------
@@ -88,7 +97,7 @@ class ModelOut(BaseModel):
     spec: ModelSpec
     sha256: str
     size_bytes: int
-    created_at: dt.datetime
+    created_at: UTCDatetime
     accuracy: float | None = Field(default=None, description="on the demo dataset, when known")
     smooth: bool | None = Field(
         default=None, description="false for piecewise-linear (ReLU) models, whose Hessian "
@@ -121,7 +130,7 @@ class DatasetOut(BaseModel):
     label_counts: dict[str, int]
     sha256: str
     size_bytes: int
-    created_at: dt.datetime
+    created_at: UTCDatetime
     description: str = ""
 
 
