@@ -1,0 +1,423 @@
+"""Run uploaded ``torch.export`` programs (``.pt2``) in sandbox host processes.
+
+Loading a ``.pt2`` runs pickle, so a crafted file executes code (torch 2.13's
+``torch.export.load`` retries a member with full unpickling and still loads). This module
+never loads one; it starts ``python -m backend.workers.sandbox_host`` — one long-lived,
+confined process per program — and talks to it over pipes with ``backend.services.wire``
+frames (JSON + safetensors; the parent never unpickles anything from a host).
+
+    pool = SandboxPool(settings)
+    sm = pool.get(program_path, spec)          # starts (or reuses) the host
+    sm.logits(inputs)                          # == sm.call("logits", inputs=inputs)["logits"]
+    sm.call("estimator", name="estimators.interactions.cross_hessian",
+            inputs=inputs, a="image", b="text", target=0)
+    pool.shutdown()
+
+Hosts are started on first use, kept warm, stopped after ``idle_timeout_s``, restarted once
+when one dies mid-call, and killed when a call exceeds its timeout. Every failure surfaces as
+``SandboxError`` with a message a user can act on (``SandboxInputError`` when the request
+itself was wrong: map it to a 4xx).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import weakref
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import Tensor
+
+from backend.core.config import Settings
+from backend.services import wire
+from estimators.model import ModelSpec
+
+HOST_MODULE = "backend.workers.sandbox_host"
+ERROR_KINDS = frozenset({"load", "input", "op", "model", "limit"})
+
+
+class SandboxError(RuntimeError):
+    """A sandboxed model failed; ``kind`` is one of load, input, op, model, limit, crash,
+    timeout, protocol. The message is meant for the user."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
+class SandboxInputError(SandboxError):
+    """The request was wrong (bad inputs, unknown op or estimator): a client error."""
+
+
+@dataclass(frozen=True)
+class SandboxLimits:
+    """Per-host limits. ``cpu_seconds`` is the CPU budget of one host's whole life (the
+    kernel's RLIMIT_CPU); a host that spends it is killed and restarted on the next call."""
+
+    memory_mb: int = 4096
+    cpu_seconds: int = 3600
+    open_files: int = 256
+    file_size_mb: int = 64
+    call_timeout_s: float = 120.0
+    start_timeout_s: float = 90.0
+    idle_timeout_s: float = 600.0
+    max_reply_mb: int = 512
+    max_request_mb: int = 512
+    namespaces: bool = True
+    landlock: bool = True
+
+
+class _HostDied(Exception):
+    pass
+
+
+class _Host:
+    """One host process for one (program, spec); callers hold ``lock`` around requests."""
+
+    def __init__(self, program: Path, spec: ModelSpec, limits: SandboxLimits,
+                 threads: int) -> None:
+        self.program, self.spec, self.limits, self.threads = program, spec, limits, threads
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.workdir: Path | None = None
+        self.report: dict[str, Any] = {}
+        self.last_used = time.monotonic()
+        self.starts = 0
+        self._next_id = 0
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def start(self) -> None:
+        self.stop()
+        self.workdir = Path(tempfile.mkdtemp(prefix="crosslens-sandbox-"))
+        try:
+            program_fd = os.open(self.program, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            self.stop()
+            raise SandboxError(f"cannot open the program file {self.program.name}: "
+                               f"{exc.strerror}", "load") from exc
+        lim = self.limits
+        config = {"memory_mb": lim.memory_mb, "cpu_seconds": lim.cpu_seconds,
+                  "open_files": lim.open_files, "file_size_mb": lim.file_size_mb,
+                  "threads": self.threads, "program_fd": program_fd,
+                  "max_request_bytes": lim.max_request_mb << 20,
+                  "namespaces": lim.namespaces, "landlock": lim.landlock}
+        try:
+            with open(self.workdir / "host.log", "wb") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", HOST_MODULE, json.dumps(config)],
+                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                    cwd=self.workdir, env=minimal_env(self.workdir, self.threads),
+                    pass_fds=(program_fd,), start_new_session=True)
+        finally:
+            os.close(program_fd)
+        self.starts += 1
+        assert self.proc.stdin is not None
+        os.set_blocking(self.proc.stdin.fileno(), False)
+        deadline = time.monotonic() + lim.start_timeout_s
+        try:
+            wire.write_frame(self.proc.stdin.fileno(),
+                             {"op": "load", "spec": self.spec.model_dump_json()}, {}, deadline)
+            header, _ = self._read(deadline)
+        except wire.FrameTimeout as exc:
+            self.stop()
+            raise SandboxError(f"the model host did not start within {lim.start_timeout_s:g} s",
+                               "timeout") from exc
+        except _HostDied as exc:
+            raise SandboxError(f"the model could not be loaded: {exc}", "load") from exc
+        if not header.get("ok"):
+            self.stop()
+            raise SandboxError(f"the model could not be loaded: {_message(header)}", "load")
+        report = header.get("sandbox")
+        self.report = report if isinstance(report, dict) else {}
+        self.last_used = time.monotonic()
+
+    def request(self, op: str, args: Mapping[str, Any], timeout_s: float) -> Any:
+        assert self.proc is not None and self.proc.stdin is not None
+        self._next_id += 1
+        request_id = self._next_id
+        tree, tensors = wire.pack(dict(args))
+        deadline = time.monotonic() + timeout_s
+        try:
+            wire.write_frame(self.proc.stdin.fileno(),
+                             {"id": request_id, "op": op, "args": tree}, tensors, deadline)
+            header, out = self._read(deadline)
+        except wire.FrameTimeout as exc:
+            self.stop()
+            raise SandboxError(f"the model did not answer {op!r} within {timeout_s:g} s; its "
+                               "host was stopped and restarts on the next request",
+                               "timeout") from exc
+        finally:
+            self.last_used = time.monotonic()
+        if header.get("id") != request_id:
+            self.stop()
+            raise SandboxError("the model host answered out of turn; it was stopped",
+                               "protocol")
+        if not header.get("ok"):
+            kind = header.get("kind")
+            kind = kind if kind in ERROR_KINDS else "model"
+            error = SandboxInputError if kind in ("input", "op") else SandboxError
+            raise error(_message(header), kind)
+        try:
+            return wire.unpack(header.get("result"), out)
+        except wire.WireError as exc:
+            self.stop()
+            raise SandboxError(f"the model host sent a malformed reply ({exc}); it was "
+                               "stopped", "protocol") from exc
+
+    def _read(self, deadline: float) -> tuple[dict[str, Any], dict[str, Tensor]]:
+        assert self.proc is not None and self.proc.stdout is not None
+        try:
+            return wire.read_frame(self.proc.stdout.fileno(),
+                                   max_bytes=self.limits.max_reply_mb << 20, deadline=deadline)
+        except wire.PeerClosed as exc:
+            reason = self._death_reason()
+            self.stop()
+            raise _HostDied(reason) from exc
+        except wire.FrameTimeout:
+            raise
+        except wire.WireError as exc:
+            self.stop()
+            raise SandboxError(f"the model host broke the protocol ({exc}); it was stopped",
+                               "protocol") from exc
+
+    def _death_reason(self) -> str:
+        assert self.proc is not None
+        try:
+            code = self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            return "the host closed its pipe"
+        if code == -signal.SIGXCPU:
+            reason = f"it used up its CPU-time limit ({self.limits.cpu_seconds} s)"
+        elif code == -signal.SIGKILL:
+            reason = "it was killed (out of memory, or stopped by an administrator)"
+        elif code < 0:
+            reason = f"it was killed by signal {signal.Signals(-code).name}"
+        else:
+            reason = f"it exited with code {code}"
+        last = self._log_tail()
+        return f"{reason}; last message: {last}" if last else reason
+
+    def _log_tail(self) -> str:
+        if self.workdir is None:
+            return ""
+        try:
+            with open(self.workdir / "host.log", "rb") as f:
+                f.seek(0, os.SEEK_END)
+                f.seek(max(0, f.tell() - 4096))
+                lines = f.read().decode(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1][:500] if lines else ""
+
+    def stop(self) -> None:
+        proc, self.proc = self.proc, None
+        if proc is not None:
+            for stream in (proc.stdin, proc.stdout):
+                with contextlib.suppress(OSError):
+                    stream.close()  # EOF on its stdin: the host exits by itself
+            try:
+                proc.wait(timeout=2)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)  # its own session: nothing else
+                proc.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
+def minimal_env(workdir: Path, threads: int) -> dict[str, str]:
+    """The host's whole environment: no CROSSLENS_* settings, tokens or database URL."""
+    env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": str(workdir),
+           "TMPDIR": str(workdir), "LANG": "C.UTF-8", "PYTHONNOUSERSITE": "1",
+           "PYTHONDONTWRITEBYTECODE": "1", "OMP_NUM_THREADS": str(threads),
+           "MKL_NUM_THREADS": str(threads)}
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
+
+
+def _message(header: Mapping[str, Any]) -> str:
+    error = header.get("error")
+    return str(error)[:2000] if error else "the model host reported an unknown error"
+
+
+class SandboxedModel:
+    """A handle on a ``.pt2`` model living in a sandbox host; cheap, survives host restarts."""
+
+    def __init__(self, pool: SandboxPool, key: tuple[str, str], spec: ModelSpec) -> None:
+        self._pool, self._key, self.spec = pool, key, spec
+
+    def call(self, op: str, /, *, timeout_s: float | None = None, **kwargs: Any) -> Any:
+        """Run an allowlisted op in the host: ``logits``, ``embed``, ``gradients`` (of
+        ``target`` w.r.t. feature space) or ``estimator`` (``name=`` a dotted estimator
+        function, the rest its keyword arguments). Returns tensors / JSON values."""
+        result = self._pool._call(self._key, op, kwargs, timeout_s)
+        _check_reply(op, kwargs, result, self.spec)
+        return result
+
+    def logits(self, inputs: Mapping[str, Tensor]) -> Tensor:
+        return self.call("logits", inputs=dict(inputs))["logits"]
+
+    __call__ = logits
+
+    def embed(self, inputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        return self.call("embed", inputs=dict(inputs))
+
+    def gradients(self, inputs: Mapping[str, Tensor], target: int | Tensor,
+                  output: str = "logits") -> dict[str, Tensor]:
+        return self.call("gradients", inputs=dict(inputs), target=target, output=output)
+
+    def estimator(self, name: str, **kwargs: Any) -> Any:
+        return self.call("estimator", name=name, **kwargs)
+
+    @property
+    def sandbox(self) -> dict[str, Any]:
+        """What confinement is in force (namespaces, landlock_abi, network, limits, env)."""
+        return dict(self._pool._hosts[self._key].report)
+
+    @property
+    def pid(self) -> int | None:
+        proc = self._pool._hosts[self._key].proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def workdir(self) -> Path | None:
+        return self._pool._hosts[self._key].workdir
+
+
+def _check_reply(op: str, kwargs: Mapping[str, Any], result: Any, spec: ModelSpec) -> None:
+    """Replies to the model ops must have the spec's keys, floating tensors, the batch size."""
+    if op not in ("logits", "embed", "gradients"):
+        return
+    inputs = kwargs.get("inputs") or {}
+    batch = next(iter(inputs.values())).shape[0] if inputs else None
+    expected = ["logits"] if op == "logits" else spec.names
+    if not isinstance(result, dict) or sorted(result) != sorted(expected):
+        raise SandboxError(f"the model host's {op!r} reply has keys "
+                           f"{sorted(result) if isinstance(result, dict) else type(result)}, "
+                           f"expected {sorted(expected)}", "protocol")
+    for name, value in result.items():
+        if not isinstance(value, Tensor) or not value.is_floating_point() or value.ndim == 0 \
+                or (batch is not None and value.shape[0] != batch):
+            raise SandboxError(f"the model host's {op!r} reply {name!r} is not a floating "
+                               f"tensor with batch size {batch}", "protocol")
+    if op == "logits" and (result["logits"].ndim != 2
+                           or result["logits"].shape[1] != spec.n_classes):
+        raise SandboxError(f"the model returned logits of shape {list(result['logits'].shape)}"
+                           f", expected [B, {spec.n_classes}] (one per class of the spec)",
+                           "model")
+
+
+class SandboxPool:
+    """One host per (program file, spec), started on first use and stopped when idle."""
+
+    def __init__(self, settings: Settings, limits: SandboxLimits | None = None) -> None:
+        self.settings = settings
+        self.limits = limits or SandboxLimits()
+        self._hosts: dict[tuple[str, str], _Host] = {}
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._reaper: threading.Thread | None = None
+        atexit.register(_shutdown_ref, weakref.ref(self))
+
+    def get(self, program_path: Path, spec: ModelSpec) -> SandboxedModel:
+        """A handle on the program; its host is started now (load errors surface here)."""
+        key = (str(Path(program_path).resolve()), spec.model_dump_json())
+        with self._lock:
+            if self._stopping.is_set():
+                raise SandboxError("the sandbox pool is shut down", "crash")
+            host = self._hosts.get(key)
+            if host is None:
+                host = self._hosts[key] = _Host(Path(key[0]), spec, self.limits,
+                                                self.settings.torch_threads)
+            self._start_reaper()
+        with host.lock:
+            if not host.alive:
+                try:
+                    host.start()
+                except SandboxError:
+                    with self._lock:
+                        self._hosts.pop(key, None)
+                    raise
+        return SandboxedModel(self, key, spec)
+
+    def _call(self, key: tuple[str, str], op: str, args: Mapping[str, Any],
+              timeout_s: float | None) -> Any:
+        host = self._hosts.get(key)
+        if host is None or self._stopping.is_set():
+            raise SandboxError("this model's sandbox was shut down; load it again", "crash")
+        timeout = timeout_s if timeout_s is not None else self.limits.call_timeout_s
+        with host.lock:
+            for attempt in (1, 2):
+                if not host.alive:
+                    host.start()
+                try:
+                    return host.request(op, args, timeout)
+                except _HostDied as exc:
+                    if attempt == 2:
+                        raise SandboxError(f"the model host crashed twice while running "
+                                           f"{op!r}: {exc}", "crash") from exc
+        raise AssertionError("unreachable")
+
+    def _start_reaper(self) -> None:
+        if self._reaper is None:
+            self._reaper = threading.Thread(target=self._reap, name="sandbox-reaper",
+                                            daemon=True)
+            self._reaper.start()
+
+    def _reap(self) -> None:
+        """Stop hosts idle for longer than ``idle_timeout_s`` (busy ones are skipped)."""
+        interval = max(0.05, min(self.limits.idle_timeout_s / 4, 5.0))
+        while not self._stopping.wait(interval):
+            now = time.monotonic()
+            with self._lock:
+                hosts = list(self._hosts.values())
+            for host in hosts:
+                if host.alive and now - host.last_used > self.limits.idle_timeout_s \
+                        and host.lock.acquire(blocking=False):
+                    try:
+                        host.stop()
+                    finally:
+                        host.lock.release()
+
+    def running(self) -> int:
+        """How many hosts are up now."""
+        with self._lock:
+            return sum(host.alive for host in self._hosts.values())
+
+    def shutdown(self) -> None:
+        """Stop every host and the idle reaper; the pool refuses new work afterwards."""
+        self._stopping.set()
+        with self._lock:
+            hosts = list(self._hosts.values())
+        for host in hosts:
+            with host.lock:
+                host.stop()
+        if self._reaper is not None and self._reaper is not threading.current_thread():
+            self._reaper.join(timeout=5)
+
+
+def _shutdown_ref(ref: weakref.ref[SandboxPool]) -> None:
+    pool = ref()
+    if pool is not None:
+        pool.shutdown()
+
+
+__all__ = ["SandboxError", "SandboxInputError", "SandboxLimits", "SandboxPool",
+           "SandboxedModel"]
