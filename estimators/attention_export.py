@@ -1,0 +1,157 @@
+"""Attention capture for ``torch.export`` programs (``.pt2``), which have no modules to hook.
+
+The program's graph runs through a ``torch.fx.Interpreter`` that records
+
+* the output of every last-axis softmax node whose ``nn_module_stack`` ends in an attention
+  module (path or class matching ``module_pattern``) or that came from a decomposed
+  ``scaled_dot_product_attention`` — eager attention exports one such node per layer, and
+  on HuggingFace BERT/ViLT exports these equal ``output_attentions`` exactly;
+* the weights of every fused SDPA node (``aten.scaled_dot_product_attention`` and its
+  flash / efficient / cuDNN variants), recomputed from that node's q, k, mask and scale.
+
+SECURITY: ``torch.export.load`` unpickles, so an uploaded ``.pt2`` is only ever loaded (and
+this function only ever run on it) inside the sandbox host process, never in the API.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+from torch.export import ExportedProgram
+from torch.fx import Interpreter, Node
+from torch.fx._pytree import tree_flatten_spec
+from torch.utils import _pytree as pytree
+
+from estimators.attention_core import (
+    DEFAULT_MODULE_PATTERN,
+    AttentionTrace,
+    Keeper,
+    batch_size_of,
+    sdpa_weights,
+)
+
+_aten = torch.ops.aten
+_SOFTMAX = {_aten.softmax.int, _aten._softmax.default, _aten._safe_softmax.default}
+_FUSED_SDPA = {
+    _aten.scaled_dot_product_attention.default,
+    _aten._scaled_dot_product_flash_attention_for_cpu.default,
+    _aten._scaled_dot_product_flash_attention.default,
+    _aten._scaled_dot_product_efficient_attention.default,
+    _aten._scaled_dot_product_cudnn_attention.default,
+}
+
+
+def trace_exported_attention(program: ExportedProgram, inputs: Any, *,
+                             layers: Sequence[int] | None = None,
+                             heads: Sequence[int] | None = None,
+                             dtype: torch.dtype | None = None,
+                             module_pattern: str = DEFAULT_MODULE_PATTERN) -> AttentionTrace:
+    """Run ``program`` on ``inputs`` and record its attention weights, in graph order.
+
+    ``inputs``: a dict of keyword arguments (how a ``MultimodalModel`` module is exported:
+    ``torch.export.export(module, (), kwargs=inputs)``), a tuple of positional ones, or one
+    tensor. ``layers``/``heads``/``dtype`` as in ``capture_attention``. ``module_pattern``
+    (a case-insensitive regex) says which modules' softmax outputs are attention weights.
+    Weights kept as ``[B*heads, N, N]`` in the graph (MultiheadAttention's explicit path)
+    are split by the batch size of the first input tensor.
+    """
+    args, kwargs = _as_call(inputs)
+    try:
+        flat = tree_flatten_spec((args, kwargs), program.call_spec.in_spec)
+    except Exception as exc:
+        raise ValueError(f"inputs do not match the exported program's signature "
+                         f"{program.call_spec.in_spec}: {exc}") from exc
+    keeper = Keeper(layers, heads, dtype, batch_size_of(inputs))
+    interpreter = _AttentionInterpreter(program.module(), keeper, re.compile(module_pattern,
+                                                                             re.IGNORECASE))
+    with torch.no_grad():
+        flat_out = interpreter.run(*flat)
+    leaves = list(flat_out) if isinstance(flat_out, tuple | list) else [flat_out]
+    output = pytree.tree_unflatten(leaves, program.call_spec.out_spec)
+    return keeper.finish(output)
+
+
+def capture_exported_attention(program: ExportedProgram, inputs: Any, *,
+                               layers: Sequence[int] | None = None,
+                               heads: Sequence[int] | None = None,
+                               dtype: torch.dtype | None = None) -> list[Tensor]:
+    """``capture_attention`` for a loaded ``torch.export`` program (sandbox host only)."""
+    return trace_exported_attention(program, inputs, layers=layers, heads=heads,
+                                    dtype=dtype).attentions
+
+
+def _as_call(inputs: Any) -> tuple[tuple, dict]:
+    if isinstance(inputs, Mapping):
+        return (), dict(inputs)
+    if isinstance(inputs, tuple | list):
+        return tuple(inputs), {}
+    return (inputs,), {}
+
+
+class _AttentionInterpreter(Interpreter):
+    def __init__(self, module: torch.nn.Module, keeper: Keeper, pattern: re.Pattern) -> None:
+        super().__init__(module)
+        self.keeper = keeper
+        self.pattern = pattern
+
+    def run_node(self, n: Node) -> Any:
+        out = super().run_node(n)
+        if n.op != "call_function":
+            return out
+        if n.target in _FUSED_SDPA:
+            self._record_fused(n)
+        elif n.target in _SOFTMAX and self._is_attention_softmax(n, out):
+            self._record(n, lambda: out)
+        return out
+
+    def _record(self, n: Node, weights: Any) -> None:
+        if self.keeper.wants_next():
+            self.keeper.add(_module_path(n) or n.name, weights())
+        else:
+            self.keeper.skip()
+
+    def _record_fused(self, n: Node) -> None:
+        args, kwargs = self.fetch_args_kwargs_from_env(n)
+        bound = _bind(n.target, args, kwargs)
+        mask = bound.get("attn_mask", bound.get("attn_bias"))
+        self._record(n, lambda: sdpa_weights(bound["query"], bound["key"], mask,
+                                             bool(bound.get("is_causal", False)),
+                                             bound.get("scale"),
+                                             bool(bound.get("enable_gqa", False))))
+
+    def _is_attention_softmax(self, n: Node, out: Any) -> bool:
+        if not isinstance(out, Tensor) or out.ndim < 2:
+            return False
+        dim = n.args[1] if len(n.args) > 1 else n.kwargs.get("dim")
+        if dim not in (-1, out.ndim - 1):
+            return False
+        origin = f"{n.meta.get('torch_fn', '')} {n.meta.get('original_aten', '')}"
+        if "scaled_dot_product" in origin:
+            return True
+        stack = n.meta.get("nn_module_stack") or {}
+        if not stack:
+            return False
+        path, kind = list(stack.values())[-1]
+        return bool(self.pattern.search(f"{path} {kind}"))
+
+
+def _module_path(n: Node) -> str:
+    stack = n.meta.get("nn_module_stack") or {}
+    return str(list(stack.values())[-1][0]) if stack else ""
+
+
+def _bind(op: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
+    """Arguments of an aten op call by schema name, defaults filled in."""
+    bound: dict[str, Any] = {}
+    for i, arg in enumerate(op._schema.arguments):
+        if i < len(args) and not arg.kwarg_only:
+            bound[arg.name] = args[i]
+        elif arg.name in kwargs:
+            bound[arg.name] = kwargs[arg.name]
+        elif arg.has_default_value():
+            bound[arg.name] = arg.default_value
+    return bound
