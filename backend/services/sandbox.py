@@ -33,6 +33,7 @@ import tempfile
 import threading
 import time
 import weakref
+import zipfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -257,6 +258,55 @@ def _message(header: Mapping[str, Any]) -> str:
     return str(error)[:2000] if error else "the model host reported an unknown error"
 
 
+EXPORT_HINT = ("export with torch.export.export(module, (), inputs, dynamic_shapes="
+               "{name: {0: torch.export.Dim('batch')} for name in inputs}), where inputs is the "
+               "dict of example tensors keyed by modality name, then torch.export.save(ep, path)")
+MAX_GRAPH_JSON_BYTES = 256 << 20
+
+
+def inspect_pt2(path: Path, spec: ModelSpec) -> None:
+    """Refuse, without loading it, a file that is not a ``torch.export`` archive or whose
+    program cannot serve the spec (positional inputs, other names, a fixed batch size).
+
+    Reads only the archive's JSON graph (``zipfile`` + ``json``: nothing executes), so the
+    API can answer an upload at once; the host repeats the checks on the loaded program.
+    Unknown layouts of future torch versions pass here and are judged by the host.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            members = [i for i in archive.infolist() if i.filename.endswith("models/model.json")]
+            if not members:
+                raise SandboxError("this is not a torch.export program (no models/model.json "
+                                   f"inside); {EXPORT_HINT}", "load")
+            if members[0].file_size > MAX_GRAPH_JSON_BYTES:
+                raise SandboxError("the program's graph is too large to inspect", "load")
+            graph = json.loads(archive.read(members[0]))
+    except (zipfile.BadZipFile, OSError, ValueError) as exc:
+        raise SandboxError(f"this is not a torch.export .pt2 archive ({exc}); "
+                           f"{EXPORT_HINT}", "load") from exc
+    try:
+        module = graph["graph_module"]
+        names = [s["user_input"]["arg"]["as_tensor"]["name"]
+                 for s in module["signature"]["input_specs"] if "user_input" in s]
+        _version, tree = json.loads(module["module_call_graph"][0]["signature"]["in_spec"])
+        args_spec, kwargs_spec = tree["children_spec"]
+        keys = json.loads(kwargs_spec["context"]) or []
+        sizes = {n: module["graph"]["tensor_values"][n]["sizes"] for n in names}
+    except (KeyError, IndexError, TypeError, ValueError):
+        return
+    if args_spec["children_spec"] or sorted(keys) != sorted(spec.names):
+        raise SandboxError(f"the program must be called with keyword tensors {spec.names} "
+                           f"(one per modality of the spec), but it takes "
+                           f"{len(args_spec['children_spec'])} positional arguments and "
+                           f"keywords {keys}; {EXPORT_HINT}", "load")
+    for key, name in zip(keys, names, strict=False):
+        if sizes[name] and "as_int" in sizes[name][0]:
+            raise SandboxError(f"input {key!r} was exported with a fixed batch size of "
+                               f"{sizes[name][0]['as_int']}; estimators call the model with "
+                               f"many batch sizes, so the batch dimension must be dynamic: "
+                               f"{EXPORT_HINT}", "load")
+
+
 class SandboxedModel:
     """A handle on a ``.pt2`` model living in a sandbox host; cheap, survives host restarts."""
 
@@ -350,6 +400,7 @@ class SandboxPool:
         with host.lock:
             if not host.alive:
                 try:
+                    inspect_pt2(host.program, spec)
                     host.start()
                 except SandboxError:
                     with self._lock:
@@ -420,4 +471,4 @@ def _shutdown_ref(ref: weakref.ref[SandboxPool]) -> None:
 
 
 __all__ = ["SandboxError", "SandboxInputError", "SandboxLimits", "SandboxPool",
-           "SandboxedModel"]
+           "SandboxedModel", "inspect_pt2"]
