@@ -32,6 +32,7 @@ from app.figures.style import (
 )
 
 TOKENS_PER_ROW = 10
+MIN_TOKEN_COLUMNS = 6  # short texts get wide cells instead of a thin strip
 
 
 def patch_grid(n_patches: int, height: int, width: int) -> tuple[int, int]:
@@ -119,9 +120,10 @@ def text_figure(view: dict, attribution: dict | None = None, *, title: str | Non
         values = np.zeros(n)
         signed = True
     n_rows = max(1, math.ceil(n / TOKENS_PER_ROW))
-    z = np.full((n_rows, TOKENS_PER_ROW), np.nan)
-    text = np.full((n_rows, TOKENS_PER_ROW), "", dtype=object)
-    position = np.full((n_rows, TOKENS_PER_ROW), -1)
+    n_cols = max(MIN_TOKEN_COLUMNS, min(n, TOKENS_PER_ROW))
+    z = np.full((n_rows, n_cols), np.nan)
+    text = np.full((n_rows, n_cols), "", dtype=object)
+    position = np.full((n_rows, n_cols), -1)
     for k in range(n):
         r, c = divmod(k, TOKENS_PER_ROW)
         z[r, c] = values[k] if k < len(values) else np.nan
@@ -147,8 +149,10 @@ def text_figure(view: dict, attribution: dict | None = None, *, title: str | Non
             r, c = divmod(int(index), TOKENS_PER_ROW)
             fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
                           line={"color": HIGHLIGHT, "width": 3})
-    base_layout(fig, title=title, height=90 + 56 * n_rows)
-    fig.update_xaxes(visible=False, range=[-0.5, TOKENS_PER_ROW - 0.5])
+    base_layout(fig, title=title)
+    top = fig.layout.margin.t
+    fig.update_layout(height=top + 24 + 60 * n_rows, margin={"b": 16, "l": 16})
+    fig.update_xaxes(visible=False, range=[-0.5, n_cols - 0.5])
     fig.update_yaxes(visible=False, autorange="reversed")
     return fig
 

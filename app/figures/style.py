@@ -41,13 +41,17 @@ def symmetric_range(values: Iterable[float] | np.ndarray) -> float:
 def base_layout(fig: go.Figure, *, title: str | None = None, height: int = 360) -> go.Figure:
     """Readable defaults: large font, white background, compact margins, left-aligned title."""
     fig.update_layout(
-        title={"text": title, "x": 0.0, "xanchor": "left"} if title else None,
+        # The title sits just above the plotting area, below the hover toolbar, so the two
+        # never overlap however long the title is.
+        title={"text": title, "x": 0.0, "xanchor": "left", "yref": "paper", "y": 1.0,
+               "yanchor": "bottom", "pad": {"b": 12}} if title else None,
         font=FONT, height=height, paper_bgcolor="white", plot_bgcolor="white",
-        margin={"l": 70, "r": 30, "t": 56 if title else 20, "b": 60},
+        margin={"l": 70, "r": 30, "t": 84 if title else 24, "b": 60},
         hoverlabel={"font_size": 14},
     )
     return fig
 
 
 def colorbar(title: str) -> dict:
-    return {"title": {"text": title, "side": "right"}, "thickness": 14, "len": 0.9}
+    return {"title": {"text": title, "side": "right"}, "thickness": 14, "len": 0.9,
+            "exponentformat": "power"}

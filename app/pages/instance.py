@@ -40,7 +40,9 @@ TABS = {"attr": "Attributions", "inter": "Cross-modal interactions", "attn": "At
         "whatif": "What if…"}
 PREDICTED = "predicted"
 FINDER_LIMIT = 100
-GRAPH_CONFIG = {"displaylogo": False, "toImageButtonOptions": {"scale": 2}}
+# The toolbar appears on hover only, so it never covers a figure's title in a screenshot.
+GRAPH_CONFIG = {"displaylogo": False, "displayModeBar": "hover",
+                "toImageButtonOptions": {"scale": 2}}
 HIDDEN = {"display": "none"}
 
 
