@@ -18,6 +18,7 @@ from backend.api.routes import health
 from backend.core.config import Settings
 from backend.db import Database
 from backend.services.jobs import JobService
+from backend.services.sandbox import SandboxPool  # sandbox
 
 log = logging.getLogger("crosslens.api")
 
@@ -39,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         yield
         jobs.stop()  # jobs: running jobs go back to the queue, resumed on the next start
         db.dispose()
+        _app.state.sandbox.shutdown()  # sandbox: stop the .pt2 host processes
 
     # The schema is served under /api/v1 behind the token like everything else (deny by
     # default); FastAPI's public /docs and /openapi.json are switched off.
@@ -48,6 +50,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     app.state.db = db
     app.state.jobs = jobs  # jobs
+    # -- sandbox (sandbox engineer): .pt2 programs run only in host processes, each started
+    # on first use and stopped when idle; nothing starts here --
+    app.state.sandbox = SandboxPool(settings)
+    # -- end sandbox --
 
     app.include_router(health.router)
     v1 = build_v1_router()
