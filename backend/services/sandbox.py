@@ -390,8 +390,6 @@ class SandboxPool:
         """A handle on the program; its host is started now (load errors surface here)."""
         key = (str(Path(program_path).resolve()), spec.model_dump_json())
         with self._lock:
-            if self._stopping.is_set():
-                raise SandboxError("the sandbox pool is shut down", "crash")
             host = self._hosts.get(key)
             if host is None:
                 host = self._hosts[key] = _Host(Path(key[0]), spec, self.limits,
@@ -410,9 +408,12 @@ class SandboxPool:
 
     def _call(self, key: tuple[str, str], op: str, args: Mapping[str, Any],
               timeout_s: float | None) -> Any:
-        host = self._hosts.get(key)
-        if host is None or self._stopping.is_set():
-            raise SandboxError("this model's sandbox was shut down; load it again", "crash")
+        with self._lock:
+            host = self._hosts.get(key)
+            self._start_reaper()
+        if host is None:
+            raise SandboxError("this model's sandbox host is gone; load the model again",
+                               "crash")
         timeout = timeout_s if timeout_s is not None else self.limits.call_timeout_s
         with host.lock:
             for attempt in (1, 2):
@@ -427,15 +428,17 @@ class SandboxPool:
         raise AssertionError("unreachable")
 
     def _start_reaper(self) -> None:
+        """Called with ``_lock`` held: one idle reaper runs while the pool is in use."""
         if self._reaper is None:
-            self._reaper = threading.Thread(target=self._reap, name="sandbox-reaper",
-                                            daemon=True)
+            self._stopping = threading.Event()
+            self._reaper = threading.Thread(target=self._reap, args=(self._stopping,),
+                                            name="sandbox-reaper", daemon=True)
             self._reaper.start()
 
-    def _reap(self) -> None:
+    def _reap(self, stopping: threading.Event) -> None:
         """Stop hosts idle for longer than ``idle_timeout_s`` (busy ones are skipped)."""
         interval = max(0.05, min(self.limits.idle_timeout_s / 4, 5.0))
-        while not self._stopping.wait(interval):
+        while not stopping.wait(interval):
             now = time.monotonic()
             with self._lock:
                 hosts = list(self._hosts.values())
@@ -453,15 +456,17 @@ class SandboxPool:
             return sum(host.alive for host in self._hosts.values())
 
     def shutdown(self) -> None:
-        """Stop every host and the idle reaper; the pool refuses new work afterwards."""
-        self._stopping.set()
+        """Stop every host and the idle reaper. Handles stay valid: a later call starts
+        its host again (an app restarted in the same process keeps working)."""
         with self._lock:
             hosts = list(self._hosts.values())
+            reaper, self._reaper = self._reaper, None
+            self._stopping.set()
         for host in hosts:
             with host.lock:
                 host.stop()
-        if self._reaper is not None and self._reaper is not threading.current_thread():
-            self._reaper.join(timeout=5)
+        if reaper is not None and reaper is not threading.current_thread():
+            reaper.join(timeout=5)
 
 
 def _shutdown_ref(ref: weakref.ref[SandboxPool]) -> None:
