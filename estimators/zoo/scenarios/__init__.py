@@ -9,9 +9,9 @@ from estimators.zoo.scenarios.base import Recipe, Scenario, ScenarioModel
 
 
 def list_scenarios() -> list[Scenario]:
-    from estimators.zoo.scenarios import digits
+    from estimators.zoo.scenarios import clinical, digits, interactions
 
-    return [digits.SCENARIO]
+    return [*interactions.scenarios(), digits.SCENARIO, clinical.SCENARIO]
 
 
 def get_scenario(name: str) -> Scenario:

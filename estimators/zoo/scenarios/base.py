@@ -73,6 +73,7 @@ class Scenario:
     spec: ModelSpec
     generate: Callable[[str], MultimodalDataset] = field(repr=False)
     recipes: tuple[Recipe, ...] = ()
+    facts: dict[str, Any] = field(default_factory=dict)
     weights_dir: Path = WEIGHTS_DIR
 
     def dataset(self, split: Split = "test") -> MultimodalDataset:
