@@ -153,6 +153,40 @@ def cmd_users(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- demo (zoo): regenerate the shipped demo weights ------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """``crosslens demo train``: retrain every demo scenario's models (deterministic)."""
+    from estimators.zoo.scenarios import list_scenarios
+    from estimators.zoo.train import train_all
+
+    if args.demo_cmd == "list":
+        for scenario in list_scenarios():
+            models = ", ".join(f"{m.name} {m.test_accuracy:.3f}" for m in scenario.models)
+            print(f"{scenario.name}\t{scenario.title}\t{models or 'not trained'}")
+        return 0
+    try:
+        train_all(args.out, names=args.scenario or None)
+    except KeyError as exc:
+        print(f"crosslens demo train: {exc.args[0]}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _add_demo_parser(sub: argparse._SubParsersAction) -> None:
+    demo = sub.add_parser("demo", help="demo scenarios: list them, retrain their models")
+    demo_sub = demo.add_subparsers(dest="demo_cmd", required=True)
+    train = demo_sub.add_parser("train", help="retrain the demo models and write their "
+                                "weights (default: the package's shipped weights)")
+    train.add_argument("--out", type=Path, help="write <out>/<scenario>/ instead of the "
+                       "package's estimators/zoo/weights/")
+    train.add_argument("--scenario", action="append",
+                       help="train only this scenario (repeatable; default: all)")
+    demo_sub.add_parser("list", help="list the scenarios and their models' test accuracy")
+    demo.set_defaults(func=cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crosslens", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -176,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     revoke = users_sub.add_parser("revoke", help="revoke all tokens of a user")
     revoke.add_argument("name")
     users.set_defaults(func=cmd_users)
+    _add_demo_parser(sub)
     return parser
 
 
