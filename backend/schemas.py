@@ -214,6 +214,9 @@ class InteractionRequest(ExplainRequest):
     a: str = Field(min_length=1, max_length=64, description="first modality name")
     b: str = Field(min_length=1, max_length=64, description="second modality name")
     top_k: int = Field(default=10, ge=1, le=100)
+    weight: Literal["input", "ones"] = Field(
+        default="input", description="input: M[p,q] = Σ x_i H_ij x_j over element pairs (the "
+        "cross term of the second-order Taylor expansion, in output units); ones: Σ H_ij")
 
 
 class TopPair(BaseModel):
@@ -228,6 +231,7 @@ class InteractionOut(BaseModel):
     a: str
     b: str
     target: int
+    weight: str
     a_labels: list[str]
     b_labels: list[str]
     matrix: list[list[float]] = Field(description="len(a_labels) × len(b_labels)")
@@ -249,12 +253,18 @@ class AttentionOut(BaseModel):
     n_heads: int
     labels: list[str] = Field(description="one per sequence position")
     segments: list[TokenSegment] | None
-    summary: list[list[dict[str, float]]] = Field(
-        description="layer × head: to_image, to_text, within, to_cls, entropy, ...")
-    map: list[list[float]] | None = Field(description="N×N of the chosen layer/head")
+    summary: list[list[dict[str, float | None]]] = Field(
+        description="layer × head: to_<modality>, within, cross, to_cls, entropy, ...")
+    map: list[list[float]] | None = Field(description="N×N of the chosen layer/head "
+                                          "(mean over heads when head is null)")
     rollout: list[list[float]] | None
     query_grid: list[list[float]] | None = Field(
         description="the chosen query's attention over the image patch grid")
+    cross_modal_share: list[float | None] | None = None
+    layer: int | None = None
+    head: int | None = None
+    query: int | None = None
+    grid_segment: dict[str, Any] | None = None
 
 
 class WhatIfRequest(ExplainRequest):

@@ -16,6 +16,7 @@ features; ``estimators.attribution.element_layout``).
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import math
 from collections.abc import Callable
@@ -173,6 +174,49 @@ def _check_index(drow: DatasetRecord, index: int) -> None:
                             f"0..{drow.n - 1}")
 
 
+# -- running estimators in process or in the .pt2 sandbox -----------------------------------
+
+
+def run_estimator(model: Any, name: str, **kwargs: Any) -> Any:
+    """Call the estimator ``name`` (dotted path) on ``model``: directly for an in-process
+    ``MultimodalModel``, through the sandbox host (same function, run there) for ``.pt2``.
+    Dataclass results come back from the host as dicts; ``field`` reads either."""
+    if isinstance(model, MultimodalModel):
+        module_name, _, function = name.rpartition(".")
+        return getattr(importlib.import_module(module_name), function)(model, **kwargs)
+    return model.estimator(name, **kwargs)
+
+
+def field(result: Any, name: str) -> Any:
+    return result[name] if isinstance(result, dict) else getattr(result, name)
+
+
+def feature_means_of(model: Any, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Dataset mean of each modality in feature space (the ``mean`` baseline)."""
+    if isinstance(model, MultimodalModel):
+        from estimators.attribution import feature_means
+
+        return feature_means(model, inputs)
+    return {k: v.mean(0) for k, v in model.embed(inputs).items()}
+
+
+def _sandbox_errors() -> tuple[type[Exception], ...]:
+    if not catalog.sandbox_available():
+        return ()
+    from backend.services.sandbox import SandboxError
+
+    return (SandboxError,)
+
+
+def _http_from_sandbox(exc: Exception) -> HTTPException:
+    """A sandbox failure as a client-facing error: the user's request or program → 422,
+    the host timing out or dying → 503 (try again), never a 500."""
+    kind = getattr(exc, "kind", "")
+    code = (status.HTTP_422_UNPROCESSABLE_CONTENT if kind in ("input", "load", "model")
+            else status.HTTP_503_SERVICE_UNAVAILABLE)
+    return HTTPException(code, f"the .pt2 model's sandbox reported: {exc}")
+
+
 # -- the service ----------------------------------------------------------------------------
 
 
@@ -190,35 +234,31 @@ class Explainer:
             return catalog.model_from_row(self.settings, row)
         except catalog.NotAvailable as exc:
             raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from exc
+        except _sandbox_errors() as exc:
+            raise _http_from_sandbox(exc) from exc
 
-    def _in_process(self, row: ModelRecord, what: str) -> MultimodalModel:
-        model = self._model(row)
-        if not isinstance(model, MultimodalModel):
-            raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED,
-                                f"{what} for .pt2 programs is not available yet; upload "
-                                ".safetensors + config for this view")
-        return model
-
-    def _cached(self, op: str, mrow: ModelRecord | None, drow: DatasetRecord,
-                params: dict[str, Any], compute: Callable[[], dict[str, Any]]
+    def _cached(self, op: str, mrow: ModelRecord, drow: DatasetRecord,
+                params: dict[str, Any], compute: Callable[[Any], dict[str, Any]]
                 ) -> dict[str, Any]:
+        """The cached result for (model content, dataset content, op, params), or compute
+        it with the loaded model under that model's lock and cache it."""
         key = cache_key({
             "op": op, "dataset": drow.tensors_sha256, "params": params,
-            "model": None if mrow is None else [mrow.sha256, mrow.format, mrow.architecture,
-                                                mrow.params, mrow.spec]})
+            "model": [mrow.sha256, mrow.format, mrow.architecture, mrow.params, mrow.spec]})
         hit = self.storage.read_json("explain", key)
         if hit is not None:
             return hit
-        if mrow is None:
-            value = compute()
-        else:
-            with catalog.model_lock(mrow):
-                value = compute()
+        model = self._model(mrow)
+        with catalog.model_lock(mrow):
+            try:
+                value = compute(model)
+            except _sandbox_errors() as exc:
+                raise _http_from_sandbox(exc) from exc
         self.storage.write_json("explain", key, value)
         return value
 
     def _rows(self, session: Session, user: User, req: ExplainRequest
-              ) -> tuple[ModelRecord, DatasetRecord]:
+              ) -> tuple[ModelRecord, DatasetRecord, ModelSpec]:
         mrow = catalog.model_row(session, user, req.model_id)
         drow = catalog.dataset_row(session, user, req.dataset_id)
         _check_index(drow, req.index)
@@ -227,7 +267,7 @@ class Explainer:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                                 f"target {req.target} is not a class index; the model has "
                                 f"{spec.n_classes} classes {spec.classes}")
-        return mrow, drow
+        return mrow, drow, spec
 
     def _instance(self, model: Any, drow: DatasetRecord, index: int
                   ) -> tuple[dict[str, Tensor], MultimodalDataset]:
@@ -249,10 +289,8 @@ class Explainer:
                              label=int(dataset.labels[i])) for i in page]
         if model_id is not None and len(page):
             mrow = catalog.model_row(session, user, model_id)
-            params = {"rows": page.tolist()}
 
-            def compute() -> dict[str, Any]:
-                model = self._in_process(mrow, "dataset predictions")
+            def compute(model: Any) -> dict[str, Any]:
                 catalog.check_compatible(model.spec, dataset)
                 batch = catalog.model_inputs(model.spec, dataset.subset(page).inputs)
                 with torch.no_grad():
@@ -260,7 +298,7 @@ class Explainer:
                 conf, pred = probs.max(-1)
                 return {"predicted": pred.tolist(), "confidence": _round(conf)}
 
-            preds = self._cached("predictions", mrow, drow, params, compute)
+            preds = self._cached("predictions", mrow, drow, {"rows": page.tolist()}, compute)
             for item, p, c in zip(items, preds["predicted"], preds["confidence"], strict=True):
                 item.predicted, item.confidence, item.correct = p, c, p == item.label
         return InstancePage(total=int(rows.numel()), items=items)
@@ -284,10 +322,9 @@ class Explainer:
     # explanations ------------------------------------------------------------------------
 
     def predict(self, session: Session, user: User, req: ExplainRequest) -> dict[str, Any]:
-        mrow, drow = self._rows(session, user, req)
+        mrow, drow, _ = self._rows(session, user, req)
 
-        def compute() -> dict[str, Any]:
-            model = self._in_process(mrow, "prediction")
+        def compute(model: Any) -> dict[str, Any]:
             inputs, dataset = self._instance(model, drow, req.index)
             with torch.no_grad():
                 logits = model(inputs)[0].float()
@@ -298,52 +335,44 @@ class Explainer:
 
         return self._cached("predict", mrow, drow, _params(req), compute)
 
-    def _target(self, model: MultimodalModel, inputs: dict[str, Tensor],
-                target: int | None) -> int:
-        if target is not None:
-            return target
-        with torch.no_grad():
-            return int(model(inputs)[0].argmax())
-
     def attributions(self, session: Session, user: User, req: AttributionRequest
                      ) -> dict[str, Any]:
         if not _has("estimators.attribution"):
-            raise not_available("attributions")
-        from estimators.attribution import attribute, feature_means
+            raise not_available("attributions (estimators.attribution)")
+        mrow, drow, _ = self._rows(session, user, req)
 
-        mrow, drow = self._rows(session, user, req)
-
-        def compute() -> dict[str, Any]:
-            model = self._in_process(mrow, "attributions")
+        def compute(model: Any) -> dict[str, Any]:
             inputs, dataset = self._instance(model, drow, req.index)
-            target = self._target(model, inputs, req.target)
+            target = _resolve_target(model, inputs, req.target)
             means = None
             if req.baseline == "mean":
-                sample = dataset.subset(torch.arange(min(len(dataset), 512)))
-                means = feature_means(model, catalog.model_inputs(model.spec, sample.inputs))
+                sample = dataset.subset(torch.arange(min(len(dataset), 256)))
+                means = feature_means_of(model, catalog.model_inputs(model.spec,
+                                                                     sample.inputs))
             try:
-                result = attribute(model, inputs, target=target, method=req.method,
-                                   baselines=req.baseline, means=means, output=req.output)
+                result = run_estimator(model, "estimators.attribution.attribute",
+                                       inputs=inputs, target=target, method=req.method,
+                                       baselines=req.baseline, means=means,
+                                       output=req.output)
             except ValueError as exc:
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+            attributions = field(result, "attributions")
             modalities = {}
             for m in model.spec.modalities:
-                a = result.attributions[m.name][0]
+                a = attributions[m.name][0]
                 modalities[m.name] = {
                     "kind": m.kind, "values": reduce_attribution(m.kind, m.is_token, a),
                     "total": float(a.sum()), "abs_total": float(a.abs().sum())}
-            delta = None if result.delta is None else float(result.delta.reshape(-1)[0])
-            return {"method": req.method, "target": target, "delta": delta,
+            delta = field(result, "delta")
+            return {"method": req.method, "target": target,
+                    "delta": None if delta is None else float(delta.reshape(-1)[0]),
                     "modalities": modalities}
 
         return self._cached("attributions", mrow, drow, _params(req), compute)
 
     def interactions(self, session: Session, user: User, req: InteractionRequest
                      ) -> dict[str, Any]:
-        if not _has("estimators.interactions"):
-            raise not_available("cross-modal interactions (estimators.interactions)")
-        mrow, drow = self._rows(session, user, req)
-        spec = ModelSpec.model_validate(mrow.spec)
+        mrow, drow, spec = self._rows(session, user, req)
         for name in (req.a, req.b):
             if name not in spec.names:
                 raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -351,13 +380,14 @@ class Explainer:
         if req.a == req.b:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
                                 "a and b must be two different modalities")
+        if not _has("estimators.interactions"):
+            raise not_available("cross-modal interactions (estimators.interactions)")
 
-        def compute() -> dict[str, Any]:
-            model = self._in_process(mrow, "interactions")
+        def compute(model: Any) -> dict[str, Any]:
             inputs, _ = self._instance(model, drow, req.index)
-            target = self._target(model, inputs, req.target)
+            target = _resolve_target(model, inputs, req.target)
             return interaction_map(model, inputs, req.a, req.b, target=target,
-                                   output=req.output, top_k=req.top_k)
+                                   output=req.output, top_k=req.top_k, weight=req.weight)
 
         return self._cached("interactions", mrow, drow, _params(req), compute)
 
@@ -365,10 +395,9 @@ class Explainer:
                   ) -> dict[str, Any]:
         if not _has("estimators.attention"):
             raise not_available("attention maps (estimators.attention)")
-        mrow, drow = self._rows(session, user, req)
+        mrow, drow, _ = self._rows(session, user, req)
 
-        def compute() -> dict[str, Any]:
-            model = self._in_process(mrow, "attention maps")
+        def compute(model: Any) -> dict[str, Any]:
             inputs, _ = self._instance(model, drow, req.index)
             return attention_view(model, inputs, layer=req.layer, head=req.head,
                                   query=req.query)
@@ -376,8 +405,7 @@ class Explainer:
         return self._cached("attention", mrow, drow, _params(req), compute)
 
     def whatif(self, session: Session, user: User, req: WhatIfRequest) -> dict[str, Any]:
-        mrow, drow = self._rows(session, user, req)
-        spec = ModelSpec.model_validate(mrow.spec)
+        mrow, drow, spec = self._rows(session, user, req)
         unknown = sorted(set(req.drop) - set(spec.names))
         if unknown:
             raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT,
@@ -386,11 +414,21 @@ class Explainer:
         if not _has("estimators.ablation"):
             raise not_available("modality what-if (estimators.ablation)")
 
-        def compute() -> dict[str, Any]:
-            model = self._in_process(mrow, "what-if")
+        def compute(model: Any) -> dict[str, Any]:
             inputs, dataset = self._instance(model, drow, req.index)
-            return whatif_view(model, inputs, dataset, drop=list(req.drop),
-                               replace=req.replace)
+            means = None
+            if req.replace == "mean":
+                sample = dataset.subset(torch.arange(min(len(dataset), 256)))
+                means = feature_means_of(model, catalog.model_inputs(model.spec,
+                                                                     sample.inputs))
+            with torch.no_grad():
+                before = torch.softmax(model(inputs)[0].float(), -1)
+            after = run_estimator(model, "estimators.ablation.ablate", inputs=inputs,
+                                  drop=sorted(set(req.drop)), replace=req.replace,
+                                  means=means, output="softmax")[0].float()
+            return {"classes": list(model.spec.classes), "before": _round(before),
+                    "after": _round(after), "predicted_before": int(before.argmax()),
+                    "predicted_after": int(after.argmax())}
 
         return self._cached("whatif", mrow, drow, _params(req), compute)
 
@@ -399,78 +437,76 @@ def _params(req: ExplainRequest) -> dict[str, Any]:
     return req.model_dump(mode="json", exclude={"model_id", "dataset_id"})
 
 
-# -- estimator adapters (filled in as the estimators land) ----------------------------------
+def _resolve_target(model: Any, inputs: dict[str, Tensor], target: int | None) -> int:
+    """``target=None`` means the predicted class."""
+    if target is not None:
+        return target
+    with torch.no_grad():
+        return int(model(inputs)[0].argmax())
+
+
+# -- estimator results → JSON ---------------------------------------------------------------
 
 
 def element_labels(spec: ModalitySpec, layout: Any, inputs: dict[str, Tensor]) -> list[str]:
-    """Human labels for the elements of one modality (patches, tokens, windows, features)."""
+    """Human labels for the elements of one modality (patches, tokens, windows, features);
+    ``layout`` is an ``ElementLayout`` or its dict form (from the sandbox)."""
+    grid = [int(g) for g in field(layout, "grid")]
+    size = int(field(layout, "size"))
+    feature_shape = [int(d) for d in field(layout, "feature_shape")]
     if spec.is_token:
         ids = [int(i) for i in inputs[spec.name][0].tolist()]
         return [f"{k}:{s}" for k, s in enumerate(_token_strings(spec, ids))]
     if spec.kind == "image":
-        rows, cols = layout.grid
+        rows, cols = grid
         return [f"patch r{r} c{c}" for r in range(rows) for c in range(cols)]
     if spec.kind in ("timeseries", "audio"):
-        win = layout.size
-        length = layout.feature_shape[-1]
-        return [f"t{k * win}–{min((k + 1) * win, length) - 1}" for k in range(layout.grid[0])]
+        length = feature_shape[-1]
+        return [f"t{k * size}–{min((k + 1) * size, length) - 1}" for k in range(grid[0])]
+    n = math.prod(grid)
     names = spec.display.get("feature_names")
-    n = layout.n_elements
     return list(names) if isinstance(names, list) and len(names) == n else [
         f"x{k}" for k in range(n)]
 
 
-def interaction_map(model: MultimodalModel, inputs: dict[str, Tensor], a: str, b: str, *,
-                    target: int, output: str, top_k: int) -> dict[str, Any]:
-    """Cross-modal Hessian block ∂²f_target/∂x_a∂x_b of one instance, summed over elements
-    of each modality (``estimators.interactions.cross_hessian``), with the top pairs by
-    absolute value."""
-    from estimators.attribution import element_layout, to_elements
-    from estimators.interactions import cross_hessian
+def interaction_map(model: Any, inputs: dict[str, Tensor], a: str, b: str, *, target: int,
+                    output: str, top_k: int, weight: str) -> dict[str, Any]:
+    """Element×element cross-modal interactions of one instance
+    (``estimators.interactions.interaction_heatmap``: ``M[p, q] = Σ_{i∈p, j∈q} w_i
+    ∂²f/∂x_{a,i}∂x_{b,j} w_j``), with the strongest pairs."""
+    from estimators.interactions import top_pairs
 
-    block = cross_hessian(model, inputs, a, b, target=target, output=output)[0].detach()
-    features = model.embed(inputs)
+    result = run_estimator(model, "estimators.interactions.interaction_heatmap",
+                           inputs=inputs, a=a, b=b, target=target, output=output,
+                           weight=weight)
+    matrix = field(result, "matrix")[0].float()
     spec_a, spec_b = model.spec.modality(a), model.spec.modality(b)
-    lay_a = element_layout(spec_a, features[a].shape[1:])
-    lay_b = element_layout(spec_b, features[b].shape[1:])
-    na = len(lay_a.feature_shape)
-    flat = block.reshape(*block.shape[:na], -1)            # [*shape_a, nb_flat]
-    by_b = to_elements(flat, _flat_layout(lay_b))           # [*shape_a, n_b]
-    matrix = to_elements(by_b.movedim(-1, 0), lay_a).T      # [n_a, n_b]
-    a_labels = element_labels(spec_a, lay_a, inputs)
-    b_labels = element_labels(spec_b, lay_b, inputs)
-    k = min(top_k, matrix.numel())
-    flat_idx = matrix.abs().reshape(-1).topk(k).indices
-    pairs = []
-    for idx in flat_idx.tolist():
-        i, j = divmod(idx, matrix.shape[1])
-        pairs.append({"i": i, "j": j, "value": float(matrix[i, j]), "a_label": a_labels[i],
-                      "b_label": b_labels[j]})
-    scale = float(matrix.abs().max()) if matrix.numel() else 0.0
-    all_zero = scale < 1e-10
+    a_labels = element_labels(spec_a, field(result, "layout_a"), inputs)
+    b_labels = element_labels(spec_b, field(result, "layout_b"), inputs)
+    pairs = [{"i": i, "j": j, "value": v, "a_label": a_labels[i], "b_label": b_labels[j]}
+             for i, j, v in top_pairs(matrix, top_k)]
+    all_zero = bool(matrix.abs().max() < 1e-10) if matrix.numel() else True
     note = None
     if all_zero:
         note = ("every cross-modal second derivative is zero here: the model is additive in "
                 f"{a} and {b}, or piecewise linear (ReLU, max-pool); for ReLU models try "
                 "output='log_softmax'")
-    return {"a": a, "b": b, "target": target, "a_labels": a_labels, "b_labels": b_labels,
-            "matrix": _round(matrix), "top_pairs": pairs, "all_zero": all_zero, "note": note}
+    return {"a": a, "b": b, "target": target, "weight": weight, "a_labels": a_labels,
+            "b_labels": b_labels, "matrix": _round(matrix), "top_pairs": pairs,
+            "all_zero": all_zero, "note": note}
 
 
-def _flat_layout(layout: Any) -> Any:
-    """A layout over the flattened feature axis (for summing the second block axis)."""
-    from estimators.attribution import ElementLayout
-
-    return ElementLayout(layout.index, layout.grid, layout.size,
-                         (math.prod(layout.feature_shape),))
-
-
-def attention_view(model: MultimodalModel, inputs: dict[str, Tensor], *, layer: int | None,
+def attention_view(model: Any, inputs: dict[str, Tensor], *, layer: int | None,
                    head: int | None, query: int | None) -> dict[str, Any]:
-    raise not_available("attention maps (estimators.attention)")
+    """Captured attention of one instance as the contract's JSON
+    (``estimators.attention.attention_response``)."""
+    from estimators.attention import attention_response
 
-
-def whatif_view(model: MultimodalModel, inputs: dict[str, Tensor], dataset: MultimodalDataset,
-                *, drop: list[str], replace: str) -> dict[str, Any]:
-    raise not_available("modality what-if (estimators.ablation)")
-
+    attentions = run_estimator(model, "estimators.attention.capture_attention", inputs=inputs)
+    tokens = {m.name: _token_strings(m, [int(i) for i in inputs[m.name][0].tolist()])
+              for m in model.spec.modalities if m.is_token}
+    try:
+        return attention_response(list(attentions), model.spec.token_layout, layer=layer,
+                                  head=head, query=query, tokens=tokens)
+    except ValueError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc

@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from estimators.model import ModalitySpec, ModelSpec
 from estimators.zoo import registry
-from estimators.zoo.architectures import embedding_path, modality_params
+from estimators.zoo.architectures import embedding_path, modality_params, token_layout
 from tests.backend.conftest import make_token
 from tests.fixtures.models import VOCAB
 
@@ -42,6 +42,8 @@ def model_files(architecture: str = "tensor_fusion", seed: int = 0,
     spec = spec or tiny_spec()
     params = {"modalities": modality_params(spec), "n_classes": spec.n_classes, "dim": 8,
               "seed": seed}
+    if architecture == "transformer":
+        spec = spec.model_copy(update={"token_layout": token_layout(params)})
     module = registry.build(architecture, params)
     state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
     weights = safetensors.torch.save(state)
