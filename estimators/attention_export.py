@@ -3,7 +3,7 @@
 The program's graph runs through a ``torch.fx.Interpreter`` that records
 
 * the output of every last-axis softmax node whose ``nn_module_stack`` ends in an attention
-  module (path or class matching ``module_pattern``) or that came from a decomposed
+  module (path or class name matching ``module_pattern``) or that came from a decomposed
   ``scaled_dot_product_attention`` — eager attention exports one such node per layer, and
   on HuggingFace BERT/ViLT exports these equal ``output_attentions`` exactly;
 * the weights of every fused SDPA node (``aten.scaled_dot_product_attention`` and its
@@ -136,7 +136,7 @@ class _AttentionInterpreter(Interpreter):
         if not stack:
             return False
         path, kind = list(stack.values())[-1]
-        return bool(self.pattern.search(f"{path} {kind}"))
+        return bool(self.pattern.search(f"{path} {str(kind).rsplit('.', 1)[-1]}"))
 
 
 def _module_path(n: Node) -> str:
