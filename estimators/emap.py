@@ -16,8 +16,9 @@ with ``x_{−m},ⱼ`` the other modalities of instance j (kept together) and ``�
 every evaluated pair; it is again exact on additive models and reduces to the formula above
 for M = 2, where one pass over the N² pairs gives both means (row and column sums).
 
-The N² (or M·N²) pairs are evaluated ``batch_size`` at a time and only running sums are
-kept, never all logits. A model made of per-modality encoders and a fusion head can pass
+The N² (or M·N²) pairs are evaluated ``batch_size`` at a time as rectangular blocks of
+the pair grid (so row and column sums are plain reductions) and only the sums are kept, never
+all logits. A model made of per-modality encoders and a fusion head can pass
 ``encoders`` (see ``Encoders``): the encoders then run N times and only the head sees the
 pairs, which is far cheaper and gives the same numbers.
 """
@@ -67,8 +68,10 @@ def emap_logits(model: MultimodalModel, inputs: Mapping[str, Tensor], *,
                 batch_size: int = 4096, encoders: Encoders | None = None) -> Tensor:
     """``EMAP(f)`` logits ``[N, n_classes]`` for the N instances of ``inputs``.
 
-    ``batch_size``: pairs per forward pass. ``encoders``: evaluate from cached per-modality
-    encodings (``Encoders.of(model)`` finds them for two-stage fusion models).
+    ``batch_size``: pairs per forward pass (a block of whole rows of the N×N pair grid
+    when N ≤ batch_size, else row pieces of ``batch_size`` pairs). ``encoders``: evaluate
+    from cached per-modality encodings (``Encoders.of(model)`` finds them for two-stage
+    fusion models).
     """
     names = model.spec.names
     if len(names) < 2:
@@ -90,27 +93,33 @@ def emap_logits(model: MultimodalModel, inputs: Mapping[str, Tensor], *,
             return encoders.fuse(rows)
 
     passes = names[:1] if len(names) == 2 else names
+    width = min(n, batch_size)  # columns of the N×N pair grid per forward
+    height = max(1, batch_size // width)  # rows per forward
     row_sums: list[Tensor] = []
-    col_sum: Tensor | None = None
-    total = 0.0
+    col_sum = torch.zeros((), dtype=torch.float64)
     for own in passes:
-        rows_acc = cols_acc = None
-        for start in range(0, n * n, batch_size):
-            pair = torch.arange(start, min(start + batch_size, n * n))
-            i, j = pair.div(n, rounding_mode="floor"), pair % n
-            out = evaluate({name: source[name][i if name == own else j] for name in names})
-            out = out.double()
-            if rows_acc is None:
-                rows_acc = out.new_zeros(n, out.shape[-1])
-                cols_acc = out.new_zeros(n, out.shape[-1])
-            rows_acc.index_add_(0, i, out)
-            cols_acc.index_add_(0, j, out)
+        rows_acc = torch.zeros((), dtype=torch.float64)
+        cols_acc = torch.zeros((), dtype=torch.float64)
+        for r0 in range(0, n, height):
+            k = min(height, n - r0)
+            row_part = []
+            for c0 in range(0, n, width):
+                w = min(width, n - c0)
+                i = torch.arange(r0, r0 + k).repeat_interleave(w)
+                j = torch.arange(c0, c0 + w).repeat(k)
+                out = evaluate({m: source[m][i if m == own else j] for m in names})
+                grid = out.reshape(k, w, -1)
+                row_part.append(grid.sum(1, dtype=torch.float64))
+                col_block = grid.sum(0, dtype=torch.float64)
+                cols_acc = cols_acc + torch.nn.functional.pad(
+                    col_block, (0, 0, c0, n - c0 - w))
+            part = torch.stack(row_part).sum(0)
+            rows_acc = part if rows_acc.ndim == 0 else torch.cat([rows_acc, part])
         row_sums.append(rows_acc)
         col_sum = cols_acc
-        total = total + rows_acc.sum(0)
+    total = sum(r.sum(0) for r in row_sums)
     mu = total / (len(passes) * n * n)
     if len(names) == 2:
-        assert col_sum is not None
         projected = (row_sums[0] + col_sum) / n - mu
     else:
         projected = sum(row_sums) / n - (len(names) - 1) * mu

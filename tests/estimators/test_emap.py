@@ -66,7 +66,7 @@ def test_emap_of_a_bilinear_model_replaces_the_product_by_its_mean_field_terms()
 
 
 @pytest.mark.parametrize("factory", [mlp, cnn_text, three_modal])
-@pytest.mark.parametrize("batch_size", [7, 4096])
+@pytest.mark.parametrize("batch_size", [7, 25, 4096])
 def test_chunked_emap_equals_brute_force_for_any_chunk_size(factory, batch_size):
     model = factory()
     inputs = model.spec.example_inputs(11, seed=2)
