@@ -27,8 +27,10 @@ head summaries, cross-modal share, query grids, the API payload) live in
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import re
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
@@ -134,32 +136,43 @@ def _returned_attentions(output: Any) -> list[Tensor]:
 
 @contextlib.contextmanager
 def _capturing(root: nn.Module, keeper: Keeper, pattern: re.Pattern) -> Iterator[None]:
-    """Hooks on every MultiheadAttention, module-path tracking, SDPA/softmax interception."""
+    """Hooks on every MultiheadAttention, module-path tracking, SDPA/softmax interception.
+
+    Module hooks are shared by every thread that runs the model, so each hook acts only for
+    the capturing thread: a concurrent plain forward (or capture) elsewhere is untouched.
+    """
     path: list[tuple[str, bool]] = []   # (module path, whether it is an attention module)
+    owner = threading.get_ident()
+
+    def enter(_mod: nn.Module, _args: tuple, entry: tuple[str, bool]) -> None:
+        if threading.get_ident() == owner:
+            path.append(entry)
 
     def leave(_mod: nn.Module, _args: tuple, _out: Any) -> None:
-        if path:
+        if path and threading.get_ident() == owner:
             path.pop()
 
     with contextlib.ExitStack() as stack:
         for name, module in root.named_modules():
             entry = (name, bool(pattern.search(f"{name} {type(module).__name__}")))
             stack.callback(module.register_forward_pre_hook(
-                lambda _m, _a, entry=entry: path.append(entry)).remove)
+                functools.partial(enter, entry=entry)).remove)
             stack.callback(module.register_forward_hook(leave, always_call=True).remove)
             if isinstance(module, nn.MultiheadAttention):
-                _hook_multihead(stack, module, name, keeper)
+                _hook_multihead(stack, module, name, keeper, owner)
         stack.enter_context(_Interceptor(keeper, path))
         yield
 
 
 def _hook_multihead(stack: contextlib.ExitStack, module: nn.MultiheadAttention, name: str,
-                    keeper: Keeper) -> None:
+                    keeper: Keeper, owner: int) -> None:
     """Ask the module for per-head weights, record them, answer the caller as it asked."""
     signature = inspect.signature(type(module).forward)
     asked: list[tuple[bool, bool]] = []
 
-    def before(mod: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict]:
+    def before(mod: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
+        if threading.get_ident() != owner:
+            return None
         bound = signature.bind(mod, *args, **kwargs)
         bound.apply_defaults()
         asked.append((bool(bound.arguments["need_weights"]),
@@ -168,7 +181,9 @@ def _hook_multihead(stack: contextlib.ExitStack, module: nn.MultiheadAttention, 
         bound.arguments["average_attn_weights"] = False
         return bound.args[1:], bound.kwargs
 
-    def after(_mod: nn.Module, _args: tuple, _kwargs: dict, output: tuple) -> tuple:
+    def after(_mod: nn.Module, _args: tuple, _kwargs: dict, output: tuple) -> tuple | None:
+        if threading.get_ident() != owner:
+            return None
         need_weights, average = asked.pop()
         attn_output, weights = output
         keeper.add(name, weights)

@@ -53,17 +53,17 @@ def sdpa_weights(query: Tensor, key: Tensor, attn_mask: Tensor | None = None,
     if enable_gqa and q.ndim >= 3 and k.shape[-3] != q.shape[-3]:
         k = k.repeat_interleave(q.shape[-3] // k.shape[-3], dim=-3)
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
-    scores = (q @ k.transpose(-2, -1)) * scale
+    scores = (q * scale) @ k.transpose(-2, -1)   # a fresh tensor: edited in place below
     n_q, n_k = scores.shape[-2], scores.shape[-1]
     if is_causal:
         causal = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).tril()
-        scores = scores.masked_fill(~causal, -math.inf)
+        scores.masked_fill_(~causal, -math.inf)
     if attn_mask is not None:
         if attn_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attn_mask, -math.inf)
+            scores = scores.masked_fill_(~attn_mask, -math.inf)
         else:
-            scores = scores + attn_mask.to(dtype)
-    return torch.softmax(scores, dim=-1).nan_to_num(0.0)
+            scores = scores.add_(attn_mask.to(dtype))
+    return torch.softmax(scores, dim=-1).nan_to_num_(0.0)
 
 
 def as_bhqk(weights: Tensor, batch_size: int | None) -> Tensor:

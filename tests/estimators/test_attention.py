@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from types import SimpleNamespace
 
 import pytest
@@ -116,6 +117,40 @@ def test_multihead_attention_caller_still_gets_what_it_asked_for() -> None:
     torch.testing.assert_close(trace.output["averaged"], expected)
     assert [tuple(w.shape) for w in trace.attentions] == [(2, 2, 3, 5)] * 2  # cross-attention
     torch.testing.assert_close(trace.attentions[0].mean(1), expected)
+
+
+def test_a_concurrent_plain_forward_in_another_thread_is_neither_recorded_nor_changed() -> None:
+    model = mha_transformer()
+    inputs = padded_inputs(model)
+    expected = model(inputs).detach()
+    inside, release = threading.Event(), threading.Event()
+
+    class Held(nn.Module):
+        """Runs the model, then keeps the capture open until the main thread is done."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner = model.module
+
+        def forward(self, **inputs: Tensor) -> Tensor:
+            out = self.inner(**inputs)
+            inside.set()
+            release.wait(timeout=30)
+            return out
+
+    result: dict[str, list[Tensor]] = {}
+    worker = threading.Thread(target=lambda: result.update(
+        maps=capture_attention(Held(), inputs)))
+    worker.start()
+    try:
+        assert inside.wait(timeout=30)
+        torch.testing.assert_close(model(inputs).detach(), expected, rtol=0, atol=1e-6)
+        _, weights = model.module.encoder.layers[0].self_attn(*[torch.zeros(1, 2, 16)] * 3)
+        assert weights.shape == (1, 2, 2)    # averaged, as this caller asked
+    finally:
+        release.set()
+        worker.join()
+    assert len(result["maps"]) == 2
 
 
 def test_everything_is_restored_when_the_forward_pass_raises() -> None:
