@@ -259,6 +259,11 @@ class LoadedProgram:
         program = torch.export.load(file)
         check_program(program, spec)
         module = torch.export.unflatten(program)
+        for submodule in module.modules():
+            # run generated Python code, not torch.fx.Interpreter node by node (~10x faster
+            # on small models); submodules are still called through __call__, so hooks work
+            if hasattr(submodule, "_run_with_interpreter"):
+                submodule._run_with_interpreter = False
         try:
             model = MultimodalModel(module, spec)
         except InputError as exc:
