@@ -36,9 +36,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        jobs.start()  # jobs
+        _app.state.jobs.start()  # jobs (tests may swap in a service on a shared cluster)
         yield
-        jobs.stop()  # jobs: running jobs go back to the queue, resumed on the next start
+        _app.state.jobs.stop()  # jobs: running jobs go back to the queue, resumed on start
         db.dispose()
         _app.state.sandbox.shutdown()  # sandbox: stop the .pt2 host processes
 

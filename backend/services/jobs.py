@@ -262,10 +262,13 @@ class JobService:
         claimable = or_(Job.state == "queued",
                         and_(Job.state == "running",
                              or_(Job.heartbeat_at.is_(None), Job.heartbeat_at < cutoff)))
+        with self._active_lock:
+            mine = set(self._active)
         with self.db.session() as session:
             candidates = session.scalars(select(Job.id).where(claimable)
-                                         .order_by(Job.created_at, Job.id).limit(free)).all()
-        for job_id in candidates:
+                                         .order_by(Job.created_at, Job.id)
+                                         .limit(free + len(mine))).all()
+        for job_id in [c for c in candidates if c not in mine][:free]:
             if self._claim(job_id, claimable):
                 with self._active_lock:
                     self._active.add(job_id)
@@ -396,7 +399,9 @@ class JobService:
             return
         todo = [i for i in range(len(chunks)) if i not in done]
         window = self.chunks_in_flight or max(2, 2 * _total_threads(client))
-        attempt = job.attempts
+        # Unique task keys: a scheduler shared by other API processes (or that outlived a
+        # database) must never hand back another run's result for a key it already knows.
+        run = f"job{job_id}-a{job.attempts}-{uuid.uuid4().hex[:12]}"
         pending: dict[Future, int] = {}
         try:
             while todo or pending:
@@ -404,7 +409,7 @@ class JobService:
                     i = todo.pop(0)
                     start, stop = chunks[i]
                     fut = client.submit(tasks.run_chunk, ctx, start, stop, pure=False,
-                                        key=f"job{job_id}-a{attempt}-chunk{i}")
+                                        key=f"{run}-chunk{i}")
                     pending[fut] = i
                 finished = _wait_some(list(pending), self.poll_s)
                 if not self._still_mine(job_id):
@@ -423,7 +428,7 @@ class JobService:
         if not self._fenced(job_id, message=f"{analysis.label}: combining {n} instances"):
             return
         fut = client.submit(tasks.run_reduce, ctx, parts, pure=False,
-                            key=f"job{job_id}-a{attempt}-reduce")
+                            key=f"{run}-reduce")
         try:
             while not _wait_some([fut], self.poll_s):
                 if not self._still_mine(job_id):
