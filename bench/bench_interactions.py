@@ -1,8 +1,9 @@
 """Speed of the estimators core against the obvious baselines (issue 3, "Done when").
 
-Run: ``.venv/bin/python bench/bench_interactions.py [--repeat 3] [--emap-n 512]``.
-One thread, float32; every timing is the minimum over ``--repeat`` runs, baseline and ours
-in the same process, and every comparison also prints the max |difference|.
+Run: ``.venv/bin/python bench/bench_interactions.py [--repeat 5] [--emap-n 512]``.
+One thread, float32; every timing is the minimum over ``--repeat`` runs (half as many for
+the baselines that take seconds, one for ``functional.hessian``), baseline and ours in the
+same process, and every comparison also prints the max |difference|.
 
 1. cross-Hessian block (image 1×16×16 = 256 dims × text 12×32 = 384 dims, batch 8):
    ours (vmapped forward-over-reverse on the smaller side) vs the naive loop (per instance,
@@ -170,7 +171,7 @@ def raw_pairs_forward(model: MultimodalModel, inputs: dict[str, Tensor],
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--emap-n", type=int, default=512)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -180,7 +181,8 @@ def main() -> None:
 
     t_ours, block = best_of(lambda: cross_hessian(model, inputs, "image", "text", target=1),
                             args.repeat)
-    t_loop, ref_loop = best_of(lambda: naive_loop(model, inputs, 1), max(1, args.repeat - 1))
+    slow = max(2, args.repeat // 2)  # repeats for the baselines that take seconds
+    t_loop, ref_loop = best_of(lambda: naive_loop(model, inputs, 1), slow)
     t_batched, ref_batched = best_of(lambda: batched_grad_loop(model, inputs, 1), args.repeat)
     t_func, ref_func = best_of(lambda: functional_hessian(model, inputs, 1), 1)
     rows.append(("cross_hessian vs naive grad loop", f"{t_ours:.3f}s / {t_loop:.3f}s",
@@ -204,9 +206,8 @@ def main() -> None:
 
     data = inputs_for(model, args.emap_n, seed=1)
     bs = 4096
-    t_raw, _ = best_of(lambda: raw_pairs_forward(model, data, bs), max(1, args.repeat - 1))
-    t_emap, emap_full = best_of(lambda: emap_logits(model, data, batch_size=bs),
-                                max(1, args.repeat - 1))
+    t_raw, _ = best_of(lambda: raw_pairs_forward(model, data, bs), slow)
+    t_emap, emap_full = best_of(lambda: emap_logits(model, data, batch_size=bs), slow)
     encoders = Encoders.of(model)
     t_cache, emap_cached = best_of(lambda: emap_logits(model, data, batch_size=bs,
                                                        encoders=encoders), args.repeat)
