@@ -231,30 +231,34 @@ def _sandbox_pool(settings_json: str) -> Any:
     return SandboxPool(Settings.model_validate_json(settings_json))
 
 
-def model_from_row(settings: Settings, row: ModelRecord) -> Any:
+def model_from_row(settings: Settings, row: ModelRecord, sandbox: Any = None) -> Any:
     """The runnable model of a row: an in-process ``MultimodalModel`` for safetensors, a
-    ``SandboxedModel`` (warm host process) for ``.pt2``. Raises ``NotAvailable`` for .pt2
-    when the sandbox is not part of this build."""
+    ``SandboxedModel`` (warm host process) for ``.pt2``, from ``sandbox`` (the API's
+    ``app.state.sandbox``) or else one pool per process (Dask workers). Raises
+    ``NotAvailable`` for .pt2 when the sandbox is not part of this build."""
     path = Storage(settings.data_dir).path(row.sha256)
     if row.format == "pt2":
-        if not sandbox_available():
+        if sandbox is None and not sandbox_available():
             raise NotAvailable(".pt2 programs run only in the sandbox host, which is not "
-                               "available in this build yet; upload .safetensors + config to "
-                               "explain this model now")
-        pool = _sandbox_pool(settings.model_dump_json())
+                               "available in this build; upload .safetensors + config to "
+                               "explain this model")
+        pool = sandbox if sandbox is not None else _sandbox_pool(settings.model_dump_json())
         return pool.get(path, ModelSpec.model_validate(row.spec))
     config = {"architecture": row.architecture, "params": row.params, "spec": row.spec}
     return _MODELS.get_or_make((row.sha256, _config_key(row)),
                                lambda: build_safetensors_model(config, path))
 
 
-def load_model(settings: Settings, session: Session, model_id: int) -> Any:
-    """Model ``model_id`` ready to run (no permission check: callers have done it).
-    Raises ``LookupError`` when it does not exist."""
+def load_model(settings: Settings, session: Session, model_id: int, sandbox: Any = None
+               ) -> Any:
+    """Model ``model_id`` ready to run (no permission check: callers have done it):
+    ``MultimodalModel`` or, for ``.pt2``, ``SandboxedModel`` (``sandbox``: a
+    ``SandboxPool`` to use; default one per process). Raises ``LookupError`` when it does
+    not exist."""
     row = session.get(ModelRecord, model_id)
     if row is None:
         raise LookupError(f"model {model_id} not found")
-    return model_from_row(settings, row)
+    return model_from_row(settings, row, sandbox)
 
 
 def dataset_from_row(settings: Settings, row: DatasetRecord) -> MultimodalDataset:

@@ -223,15 +223,17 @@ def _http_from_sandbox(exc: Exception) -> HTTPException:
 class Explainer:
     """Synchronous explanations for one API process (settings injected, state in storage)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, sandbox: Any = None) -> None:
         self.settings = settings
+        self.sandbox = sandbox
         self.storage = Storage(settings.data_dir)
 
     # lookups -----------------------------------------------------------------------------
 
-    def _model(self, row: ModelRecord) -> Any:
+    def model(self, row: ModelRecord) -> Any:
+        """The runnable model; a missing or failing sandbox becomes a clear 4xx/5xx."""
         try:
-            return catalog.model_from_row(self.settings, row)
+            return catalog.model_from_row(self.settings, row, self.sandbox)
         except catalog.NotAvailable as exc:
             raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from exc
         except _sandbox_errors() as exc:
@@ -248,7 +250,7 @@ class Explainer:
         hit = self.storage.read_json("explain", key)
         if hit is not None:
             return hit
-        model = self._model(mrow)
+        model = self.model(mrow)
         with catalog.model_lock(mrow):
             try:
                 value = compute(model)

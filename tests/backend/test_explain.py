@@ -140,3 +140,33 @@ def test_outsiders_cannot_explain_or_learn_that_the_model_exists(
     response = client.post("/api/v1/explain/predict", json=body, headers=outsider)
     assert response.status_code == 404
     assert "model" in response.json()["detail"]
+
+
+
+def test_pt2_program_is_explained_through_the_sandbox_and_matches_eager(
+        client: TestClient, setup: dict, tmp_path) -> None:
+    """A toy model exported as a program: prediction and gradients computed in the sandbox
+    host equal the eager model's in this process."""
+    from estimators.attribution import attribute
+    from tests.fixtures.models import cnn_text
+    from tests.fixtures.pt2 import export_pt2
+
+    eager = cnn_text()
+    program = export_pt2(eager, tmp_path / "m.pt2").read_bytes()
+    uploaded = upload_model(client, setup["headers"], setup["pid"], name="exported", files={
+        "program": ("m.pt2", program), "spec": ("s.json", eager.spec.model_dump_json())})
+    assert uploaded.status_code == 201, uploaded.text
+    setup["models"]["pt2"] = uploaded.json()
+    t = dataset_tensors()
+    inputs = {"image": t["image"][3:4], "text": t["text"][3:4]}
+    with torch.no_grad():
+        logits = eager(inputs)[0]
+    sandboxed = _ask(client, setup, "predict", arch="pt2")
+    assert sandboxed.status_code == 200, sandboxed.text
+    np.testing.assert_allclose(sandboxed.json()["logits"], logits.numpy(), rtol=1e-4,
+                               atol=1e-5)
+    grads = _ask(client, setup, "attributions", arch="pt2", method="saliency", target=0)
+    assert grads.status_code == 200, grads.text
+    local = attribute(eager, inputs, target=0, method="saliency").attributions["text"][0]
+    np.testing.assert_allclose(grads.json()["modalities"]["text"]["values"],
+                               local.sum(-1).numpy(), rtol=1e-3, atol=1e-6)

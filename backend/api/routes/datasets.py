@@ -90,7 +90,8 @@ def list_instances(dataset_id: int, request: Request, user: CurrentUser, session
                    limit: int = Query(default=50, ge=1, le=500),
                    label: int | None = None, model_id: int | None = None) -> InstancePage:
     """A page of rows; with ``model_id`` each row also gets the model's prediction."""
-    return Explainer(request.app.state.settings).instance_page(
+    return Explainer(request.app.state.settings,
+                     getattr(request.app.state, "sandbox", None)).instance_page(
         session, user, dataset_id, offset=offset, limit=limit, label=label, model_id=model_id)
 
 

@@ -26,7 +26,7 @@ NOT_READY = {501: {"description": "this estimator or the .pt2 sandbox is not ava
 
 
 def _explainer(request: Request) -> Explainer:
-    return Explainer(request.app.state.settings)
+    return Explainer(request.app.state.settings, getattr(request.app.state, "sandbox", None))
 
 
 @router.post("/predict", response_model=PredictOut)

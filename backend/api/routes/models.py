@@ -10,6 +10,7 @@ from backend.core.security import CurrentUser, SessionDep, require_role
 from backend.db import ModelRecord
 from backend.schemas import ModelOut, ValidationReport
 from backend.services import catalog
+from backend.services.explain import Explainer
 from backend.services.storage import Storage
 from backend.services.uploads import MB, receive_form, refuse_model_file, sniff
 
@@ -116,10 +117,8 @@ def validate_model(model_id: int, request: Request, user: CurrentUser, session: 
     shapes): shape/dtype errors explained, non-determinism flagged."""
     settings = request.app.state.settings
     row = catalog.model_row(session, user, model_id)
-    try:
-        model = catalog.model_from_row(settings, row)
-    except catalog.NotAvailable as exc:
-        raise HTTPException(status.HTTP_501_NOT_IMPLEMENTED, str(exc)) from exc
+    explainer = Explainer(settings, getattr(request.app.state, "sandbox", None))
+    model = explainer.model(row)
     batch = None
     if dataset_id is not None:
         dataset = catalog.dataset_from_row(settings,
