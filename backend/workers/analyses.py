@@ -14,7 +14,7 @@ import importlib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -63,6 +63,34 @@ class ModelPidParams(PidParams):
 class EmapParams(ModelParams):
     max_instances: int = Field(default=1000, ge=2, le=20000, description="EMAP costs N² "
                                "fusion evaluations, so it runs on the first N instances")
+
+
+Output = Literal["logits", "log_softmax", "softmax"]
+BaselineKind = Literal["zeros", "mean", "pad", "mask", "blur"]
+
+
+class ShapleyParams(ModelParams):
+    """Modality Shapley values explain the predicted class; absent modalities take their
+    ``baseline`` (``replace="baseline"``) or the dataset's feature mean (``"mean"``)."""
+
+    output: Output = "softmax"
+    replace: Literal["baseline", "mean"] = "baseline"
+    baselines: BaselineKind = "zeros"
+
+
+class InteractionTypeParams(ShapleyParams):
+    dominance: float = Field(default=0.8, gt=0.5, le=1.0)
+    min_share: float = Field(default=0.1, gt=0.0, lt=1.0)
+    synergy: float = Field(default=0.5, gt=0.0)
+
+
+class RobustnessParams(ModelParams):
+    kind: Literal["noise", "mask"] = "noise"
+    levels: tuple[float, ...] = Field(default=(0.0, 0.25, 0.5, 1.0, 2.0), min_length=1,
+                                      max_length=20)
+    modalities: tuple[str, ...] | None = None
+    baselines: BaselineKind = "zeros"
+    seed: int = 0
 
 
 # -- the analysis type ----------------------------------------------------------------------
@@ -187,11 +215,12 @@ def _pid_map(loaded: Loaded, chunk: MultimodalDataset, params: PidParams,
              with_predictions: bool) -> dict[str, Tensor]:
     model = loaded.models[0] if loaded.models else None
     a, b = pair(chunk.names, params.modalities)
-    out = {"x1": modality_features(model, chunk.inputs, a),
-           "x2": modality_features(model, chunk.inputs, b), "y": chunk.labels}
+    inputs = model_inputs(model, chunk.inputs) if model is not None else chunk.inputs
+    out = {"x1": modality_features(model, inputs, a),
+           "x2": modality_features(model, inputs, b), "y": chunk.labels}
     if with_predictions:
         assert model is not None
-        out["pred"] = predict(model, chunk.inputs).argmax(-1)
+        out["pred"] = predict(model, inputs).argmax(-1)
     return out
 
 
@@ -236,7 +265,8 @@ def model_pid_reduce(loaded: Loaded, parts: dict[str, Tensor], params: ModelPidP
 
 
 def emap_map(loaded: Loaded, chunk: MultimodalDataset, params: EmapParams):
-    return {"logits": predict(loaded.models[0], chunk.inputs), "y": chunk.labels}
+    model = loaded.models[0]
+    return {"logits": predict(model, model_inputs(model, chunk.inputs)), "y": chunk.labels}
 
 
 def emap_reduce(loaded: Loaded, parts: dict[str, Tensor], params: EmapParams):
@@ -245,7 +275,8 @@ def emap_reduce(loaded: Loaded, parts: dict[str, Tensor], params: EmapParams):
     interactions do not help on this data."""
     emap_logits = _estimator("estimators.emap:emap_logits")
     n = min(params.max_instances, len(loaded.dataset))
-    inputs = {k: v[:n] for k, v in loaded.dataset.inputs.items()}
+    inputs = {k: v[:n] for k, v in model_inputs(loaded.models[0],
+                                                 loaded.dataset.inputs).items()}
     with torch.inference_mode():
         projected = emap_logits(loaded.models[0], inputs)
     labels = parts["y"][:n]
@@ -257,6 +288,151 @@ def emap_reduce(loaded: Loaded, parts: dict[str, Tensor], params: EmapParams):
                                 == parts["logits"][:n].argmax(-1)).float().mean())}
 
 
+# -- modality importance, interaction types, embedding -------------------------------------
+
+_means_cache: dict[tuple[int, int], dict[str, Tensor]] = {}
+
+
+def model_inputs(model: MultimodalModel, inputs: dict[str, Tensor]) -> dict[str, Tensor]:
+    """The model's modalities of a dataset batch, cast to the spec's dtypes (a dataset may
+    carry more modalities than a model reads)."""
+    missing = [m.name for m in model.spec.modalities if m.name not in inputs]
+    if missing:
+        raise ValueError(f"the dataset lacks modalities {missing} that the model needs")
+    return {m.name: inputs[m.name].to(m.torch_dtype) for m in model.spec.modalities}
+
+
+def dataset_means(loaded: Loaded, model: MultimodalModel) -> dict[str, Tensor]:
+    """Feature-space means over the whole dataset (not the chunk), cached per worker."""
+    key = (id(model), id(loaded.dataset))
+    if key not in _means_cache:
+        feature_means = _estimator("estimators.attribution:feature_means")
+        if len(_means_cache) > 8:
+            _means_cache.clear()
+        _means_cache[key] = feature_means(model, model_inputs(model, loaded.dataset.inputs))
+    return _means_cache[key]
+
+
+def _shapley_kwargs(loaded: Loaded, model: MultimodalModel, params: ShapleyParams) -> dict:
+    means = dataset_means(loaded, model) if params.replace == "mean" else None
+    return {"output": params.output, "replace": params.replace,
+            "baselines": params.baselines, "means": means}
+
+
+def importance_map(loaded: Loaded, chunk: MultimodalDataset, params: ShapleyParams):
+    model = loaded.models[0]
+    inputs = model_inputs(model, chunk.inputs)
+    predicted = model(inputs).argmax(-1)
+    modality_shapley = _estimator("estimators.ablation:modality_shapley")
+    phi = modality_shapley(model, inputs, target=predicted,
+                           **_shapley_kwargs(loaded, model, params)).values
+    return {"phi": phi}
+
+
+def importance_reduce(loaded: Loaded, parts: dict[str, Tensor], params: ShapleyParams):
+    """Exact modality Shapley values (``estimators.ablation.modality_shapley``) for each
+    instance's predicted class, summarised as the mean and mean absolute value per
+    modality (the dataset summary of ``estimators.ablation.modality_importance``)."""
+    names = loaded.models[0].spec.names
+    phi = parts["phi"].double()
+    return {"modalities": names, "n": int(phi.shape[0]), "output": params.output,
+            "mean": {n: float(phi[:, m].mean()) for m, n in enumerate(names)},
+            "mean_abs": {n: float(phi[:, m].abs().mean()) for m, n in enumerate(names)}}
+
+
+def types_map(loaded: Loaded, chunk: MultimodalDataset, params: InteractionTypeParams):
+    model = loaded.models[0]
+    inputs = model_inputs(model, chunk.inputs)
+    logits = model(inputs)
+    predicted = logits.argmax(-1)
+    interaction_types = _estimator("estimators.interaction_types:interaction_types")
+    res = interaction_types(model, inputs, target=predicted,
+                            **_shapley_kwargs(loaded, model, params),
+                            dominance=params.dominance, min_share=params.min_share,
+                            synergy=params.synergy)
+    types = _estimator("estimators.interaction_types:TYPES")
+    names = model.spec.names
+    return {"type": torch.tensor([types.index(t) for t in res.types]),
+            "dominant": torch.tensor([-1 if d is None else names.index(d)
+                                      for d in res.dominant]),
+            "shapley": res.shapley, "shares": res.shares, "interaction": res.interaction,
+            "synergistic": res.synergistic.to(torch.int64), "predicted": predicted,
+            "label": chunk.labels, "log_probs": torch.log_softmax(logits, -1)}
+
+
+def _types_per_instance(loaded: Loaded, parts: dict[str, Tensor]) -> dict[str, Any]:
+    types = _estimator("estimators.interaction_types:TYPES")
+    names = loaded.models[0].spec.names
+    return {"type": [types[i] for i in parts["type"].tolist()],
+            "dominant": [None if i < 0 else names[i] for i in parts["dominant"].tolist()],
+            "synergistic": [bool(v) for v in parts["synergistic"].tolist()],
+            "predicted": parts["predicted"].tolist(), "label": parts["label"].tolist()}
+
+
+def types_reduce(loaded: Loaded, parts: dict[str, Tensor], params: InteractionTypeParams):
+    """Per-instance dominance / complement / conflict (+ synergy flag) from
+    ``estimators.interaction_types`` and their mix over the dataset."""
+    types = _estimator("estimators.interaction_types:TYPES")
+    names = loaded.models[0].spec.names
+    per = _types_per_instance(loaded, parts)
+    n = len(per["type"])
+    counts = {t: per["type"].count(t) for t in types}
+    dominant_by = {m: sum(1 for d in per["dominant"] if d == m) for m in names}
+    rule = _estimator("estimators.interaction_types:RULE").format(
+        dominance=params.dominance, min_share=params.min_share, synergy=params.synergy)
+    return {"n": n, "modalities": names, "types": list(types), "counts": counts,
+            "fractions": {t: c / n for t, c in counts.items()},
+            "dominant_counts": dominant_by,
+            "synergistic": sum(per["synergistic"]), "rule": rule,
+            "mean_shares": {m: float(parts["shares"][:, i].mean())
+                            for i, m in enumerate(names)},
+            "instances": {**per, "shares": parts["shares"].tolist()}}
+
+
+def embedding_reduce(loaded: Loaded, parts: dict[str, Tensor], params: InteractionTypeParams):
+    """A 2-D map of the instances by how the model treats them: the first two principal
+    components of each instance's profile (modality Shapley shares, pure interaction term
+    relative to the output change, log-probabilities), standardised per column. Instances
+    near each other are explained alike; points carry type, label and prediction."""
+    change = parts["shapley"].sum(1, keepdim=True).abs().clamp_min(1e-6)
+    profile = torch.cat([parts["shares"], parts["interaction"].unsqueeze(1) / change,
+                         parts["log_probs"].clamp_min(-20.0)], dim=1).double()
+    profile = (profile - profile.mean(0)) / profile.std(0).clamp_min(1e-9)
+    _, sing, v = torch.linalg.svd(profile, full_matrices=False)
+    coords = profile @ v[:2].T
+    if coords.shape[1] < 2:
+        coords = torch.cat([coords, torch.zeros(coords.shape[0], 2 - coords.shape[1],
+                                                dtype=coords.dtype)], dim=1)
+    var = (sing**2) / (sing**2).sum().clamp_min(1e-12)
+    return {"n": int(coords.shape[0]), "x": coords[:, 0].tolist(), "y": coords[:, 1].tolist(),
+            "explained_variance": [float(v) for v in var[:2]],
+            "features": ["shares", "interaction", "log_probs"],
+            **_types_per_instance(loaded, parts)}
+
+
+# -- robustness -----------------------------------------------------------------------------
+
+
+def robustness_map(loaded: Loaded, chunk: MultimodalDataset, params: RobustnessParams):
+    model = loaded.models[0]
+    return {"logits": model(model_inputs(model, chunk.inputs)), "y": chunk.labels}
+
+
+def robustness_reduce(loaded: Loaded, parts: dict[str, Tensor], params: RobustnessParams):
+    """Accuracy as one modality at a time is corrupted more and more
+    (``estimators.ablation.robustness_curve``: Gaussian noise of level × the modality's
+    feature standard deviation over the dataset, or a masked fraction of its elements)."""
+    model = loaded.models[0]
+    data = MultimodalDataset(model_inputs(model, loaded.dataset.inputs), loaded.dataset.labels)
+    robustness_curve = _estimator("estimators.ablation:robustness_curve")
+    curves = robustness_curve(model, data, modalities=params.modalities, kind=params.kind,
+                              levels=params.levels, baselines=params.baselines,
+                              seed=params.seed)
+    return {"kind": curves.kind, "levels": curves.levels, "clean": curves.clean,
+            "accuracy": {n: [float(v) for v in acc] for n, acc in curves.accuracy.items()},
+            "n": len(data)}
+
+
 # -- registry -------------------------------------------------------------------------------
 
 ANALYSES: dict[str, Analysis] = {a.kind: a for a in (
@@ -266,15 +442,23 @@ ANALYSES: dict[str, Analysis] = {a.kind: a for a in (
              requires=("estimators.pid:pid_from_samples",), map_share=0.5),
     Analysis("emap", "EMAP gap", EmapParams, emap_map, emap_reduce,
              requires=("estimators.emap:emap_logits",), map_share=0.3),
+    Analysis("modality_importance", "modality importance", ShapleyParams, importance_map,
+             importance_reduce, requires=("estimators.ablation:modality_shapley",
+                                          "estimators.attribution:feature_means"),
+             chunk_size=200),
+    Analysis("interaction_types", "interaction types", InteractionTypeParams, types_map,
+             types_reduce, requires=("estimators.interaction_types:interaction_types",),
+             chunk_size=200),
+    Analysis("embedding", "instance map", InteractionTypeParams, types_map, embedding_reduce,
+             requires=("estimators.interaction_types:interaction_types",), chunk_size=200),
+    Analysis("robustness", "robustness curves", RobustnessParams, robustness_map,
+             robustness_reduce, requires=("estimators.ablation:robustness_curve",),
+             map_share=0.2),
 )}
 
 # Kinds of the API contract whose estimators have not landed in this build.
 PLANNED: dict[str, str] = {
-    "interaction_types": "estimators.interaction_types",
-    "modality_importance": "estimators.ablation",
-    "robustness": "estimators.ablation",
     "model_selection": "estimators.selection",
-    "embedding": "estimators.ablation",
 }
 
 

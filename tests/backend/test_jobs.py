@@ -145,8 +145,8 @@ class Env:
             grant(session, user, ensure_project(session, "lab"), role)
             return {"Authorization": f"Bearer {mint_token(session, user)}"}
 
-    def submit(self, headers, kind: str = "accuracy", **params):
-        body = {"project_id": self.project_id, "kind": kind,
+    def submit(self, headers, job: str = "accuracy", **params):
+        body = {"project_id": self.project_id, "kind": job,
                 "params": {"dataset_id": 1, "model_id": 1, **params}}
         return self.client.post("/api/v1/jobs", json=body, headers=headers)
 
@@ -292,7 +292,7 @@ def test_a_killed_worker_process_makes_the_job_retry_and_complete(env: Env,
 def test_a_job_that_keeps_killing_its_worker_ends_failed_with_a_reason(env: Env,
                                                                       cluster: Cluster) -> None:
     alice = env.token("alice")
-    job = env.submit(alice, kind="crash").json()
+    job = env.submit(alice, job="crash").json()
     done = env.wait(job["id"], alice, final, timeout=120)
     assert done["state"] == "failed" and done["attempts"] == 3
     assert "worker process died" in done["error"] and "giving up" in done["error"]
@@ -301,7 +301,7 @@ def test_a_job_that_keeps_killing_its_worker_ends_failed_with_a_reason(env: Env,
 
 def test_an_analysis_error_fails_at_once_with_its_message(env: Env) -> None:
     alice = env.token("alice")
-    job = env.submit(alice, kind="broken").json()
+    job = env.submit(alice, job="broken").json()
     done = env.wait(job["id"], alice, final)
     assert done["state"] == "failed" and done["attempts"] == 1
     assert done["error"].startswith("modality 'image' has NaN values")
@@ -309,7 +309,7 @@ def test_an_analysis_error_fails_at_once_with_its_message(env: Env) -> None:
 
 def test_bad_requests_get_clear_4xx_and_leave_no_job(env: Env) -> None:
     alice, viewer = env.token("alice"), env.token("vic", role="viewer")
-    assert env.submit(alice, kind="nope").status_code == 422
+    assert env.submit(alice, job="nope").status_code == 422
     assert env.submit(alice, pause_s=-1).status_code == 422
     missing = env.submit(alice, model_id=99)
     assert missing.status_code == 404 and "model 99" in missing.json()["detail"]
@@ -329,7 +329,7 @@ def test_kinds_without_their_estimator_are_refused_as_not_available_yet(env: Env
     from backend.workers.analyses import PLANNED
 
     for kind in PLANNED:
-        r = env.submit(alice, kind=kind)
+        r = env.submit(alice, job=kind)
         assert r.status_code == 422 and "not available yet" in r.json()["detail"], r.text
 
 
@@ -449,3 +449,78 @@ def _wait_row(db: Database, job_id: int, until, timeout: float = 60.0) -> Job:
             return job
         assert time.monotonic() < deadline, f"timed out; last state {job.state} {job.message}"
         time.sleep(0.05)
+
+
+# -- the real analyses agree with the estimators called directly ----------------------------
+
+
+def test_analyses_match_their_estimators_called_on_the_whole_dataset(env: Env) -> None:
+    from estimators.ablation import modality_importance, robustness_curve
+    from estimators.emap import emap_gap
+    from estimators.interaction_types import interaction_types
+
+    alice = env.token("alice")
+    requests = {"modality_importance": {}, "interaction_types": {}, "embedding": {},
+                "robustness": {"kind": "mask", "levels": [0.0, 0.5, 1.0]},
+                "emap": {"max_instances": 120}}
+    jobs = {}
+    for kind, params in requests.items():
+        r = env.submit(alice, job=kind, **params)
+        assert r.status_code == 201, r.text
+        jobs[kind] = r.json()["id"]
+    results = {}
+    for kind, job_id in jobs.items():
+        done = env.wait(job_id, alice, final, timeout=120)
+        assert done["state"] == "succeeded", done
+        results[kind] = env.client.get(f"/api/v1/jobs/{job_id}/result", headers=alice).json()
+
+    model, data = cnn_text(), toy_dataset()
+    names = model.spec.names
+    importance = modality_importance(model, data)
+    for n in names:
+        assert results["modality_importance"]["mean"][n] == pytest.approx(
+            importance[n]["mean"], abs=1e-5)
+        assert results["modality_importance"]["mean_abs"][n] == pytest.approx(
+            importance[n]["mean_abs"], abs=1e-5)
+
+    with torch.no_grad():
+        predicted = model(data.inputs).argmax(-1)
+    types = interaction_types(model, data.inputs, target=predicted, output="softmax")
+    assert results["interaction_types"]["counts"] == types.counts()
+    assert results["interaction_types"]["instances"]["type"] == types.types
+    assert sum(results["interaction_types"]["counts"].values()) == N_INSTANCES
+
+    embedding = results["embedding"]
+    assert len(embedding["x"]) == len(embedding["y"]) == N_INSTANCES
+    assert embedding["type"] == types.types
+    assert embedding["label"] == data.labels.tolist()
+    assert 0 < sum(embedding["explained_variance"]) <= 1 + 1e-9
+
+    curves = robustness_curve(model, data, kind="mask", levels=[0.0, 0.5, 1.0])
+    assert results["robustness"]["clean"] == pytest.approx(curves.clean) == 0.75
+    for n in names:
+        assert results["robustness"]["accuracy"][n] == pytest.approx(
+            curves.accuracy[n].tolist())
+
+    gap = emap_gap(model, data.subset(torch.arange(120)))
+    assert results["emap"]["accuracy"] == pytest.approx(gap.score)
+    assert results["emap"]["emap_accuracy"] == pytest.approx(gap.emap_score)
+    assert results["emap"]["gap"] == pytest.approx(gap.gap)
+
+
+def test_pid_jobs_run_when_the_estimator_exists_and_are_refused_before(env: Env) -> None:
+    import estimators.pid as pid_module
+
+    alice = env.token("alice")
+    for kind in ("data_pid", "model_pid"):
+        r = env.submit(alice, job=kind, n_boot=0)
+        if not hasattr(pid_module, "pid_from_samples"):
+            assert r.status_code == 422 and "not available yet" in r.json()["detail"]
+            continue
+        done = env.wait(r.json()["id"], alice, final, timeout=120)
+        assert done["state"] == "succeeded", done
+        result = env.client.get(f"/api/v1/jobs/{done['id']}/result", headers=alice).json()
+        atoms = [result[k] for k in ("redundancy", "unique1", "unique2", "synergy")]
+        assert all(a >= -1e-6 for a in atoms)
+        assert sum(atoms) == pytest.approx(result["total"], abs=1e-4)
+        assert result["modalities"] == ["image", "text"]
