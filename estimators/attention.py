@@ -7,9 +7,10 @@ without the user changing it:
   fast path; during capture every instance is called with ``need_weights=True,
   average_attn_weights=False`` and hands its caller back exactly what it asked for.
 * ``torch.nn.functional.scaled_dot_product_attention`` never returns weights; a
-  ``TorchFunctionMode`` intercepts every call (however the function was imported), runs the
-  original kernel (so the model's output is bit-identical) and recomputes
-  ``softmax(q kᵀ · scale + mask)`` from the same q, k, mask, ``is_causal``, scale (and GQA).
+  ``TorchFunctionMode`` intercepts every call (however the function was imported),
+  recomputes ``softmax(q kᵀ · scale + mask)`` from the same q, k, mask, ``is_causal``, scale
+  (and GQA), and answers the call with ``weights @ v`` (equal to the fused kernel's result to
+  float rounding, and cheaper than running both).
 * Hand-written attention (``softmax(q kᵀ/√d) v`` in Python, e.g. HuggingFace ``eager``):
   the same mode records every last-axis softmax called while the innermost running module's
   path or class matches ``module_pattern`` (default ``attn|attention``).
@@ -214,22 +215,34 @@ class _Interceptor(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (),
                            kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        out = func(*args, **kwargs)
         if func is _SDPA:
-            if self.keeper.wants_next():
-                bound = {**dict(zip(_SDPA_ARGS, args, strict=False)), **kwargs}
-                weights = sdpa_weights(bound["query"], bound["key"], bound.get("attn_mask"),
-                                       bool(bound.get("is_causal", False)), bound.get("scale"),
-                                       bool(bound.get("enable_gqa", False)))
-                self.keeper.add(self._where("scaled_dot_product_attention"), weights)
-            else:
+            if not self.keeper.wants_next():
                 self.keeper.skip()
-        elif func in _SOFTMAX and self.path and self.path[-1][1] and _last_axis(args, kwargs):
+                return func(*args, **kwargs)
+            return self._attend(args, kwargs)
+        out = func(*args, **kwargs)
+        if func in _SOFTMAX and self.path and self.path[-1][1] and _last_axis(args, kwargs):
             if self.keeper.wants_next():
                 self.keeper.add(self._where("softmax"), out)
             else:
                 self.keeper.skip()
         return out
+
+    def _attend(self, args: tuple, kwargs: dict) -> Tensor:
+        """Record the weights of one SDPA call and answer it with ``weights @ value``: the
+        weights are computed once (the result equals the fused kernel's to float rounding).
+        With dropout (training) the original kernel still computes the result."""
+        bound = {**dict(zip(_SDPA_ARGS, args, strict=False)), **kwargs}
+        gqa = bool(bound.get("enable_gqa", False))
+        weights = sdpa_weights(bound["query"], bound["key"], bound.get("attn_mask"),
+                               bool(bound.get("is_causal", False)), bound.get("scale"), gqa)
+        self.keeper.add(self._where("scaled_dot_product_attention"), weights)
+        if bound.get("dropout_p", 0.0):
+            return _SDPA(*args, **kwargs)
+        value = bound["value"]
+        if gqa and value.ndim >= 3 and value.shape[-3] != weights.shape[-3]:
+            value = value.repeat_interleave(weights.shape[-3] // value.shape[-3], dim=-3)
+        return (weights @ value.to(weights.dtype)).to(value.dtype)
 
     def _where(self, fallback: str) -> str:
         return self.path[-1][0] or fallback if self.path else fallback
