@@ -17,8 +17,10 @@ without the user changing it:
 * HuggingFace-style outputs carrying ``attentions`` (``output_attentions=True`` with
   ``attn_implementation="eager"``) are used when no module above ran. transformers' default
   ``sdpa`` implementation returns no attentions, but its SDPA calls are captured anyway.
-* ``torch.export`` programs (``.pt2``) go through ``trace_exported_attention``
-  (``estimators.attention_export``); loading them unpickles, so only inside the sandbox host.
+* ``torch.export`` programs (``.pt2``): either unflattened (``torch.export.unflatten``, whose
+  graphs call the aten softmax / SDPA ops the mode also sees) and passed here, or given as
+  the ``ExportedProgram`` itself to ``trace_exported_attention``
+  (``estimators.attention_export``). Loading them unpickles: only inside the sandbox host.
 
 Everything is restored on exit, also when the forward pass raises. The views (rollout,
 head summaries, cross-modal share, query grids, the API payload) live in
@@ -40,9 +42,12 @@ from torch import Tensor, nn
 from torch.overrides import TorchFunctionMode
 
 from estimators.attention_core import (
+    ATEN_SDPA,
+    ATEN_SOFTMAX,
     DEFAULT_MODULE_PATTERN,
     AttentionTrace,
     Keeper,
+    aten_sdpa_weights,
     batch_size_of,
     sdpa_weights,
 )
@@ -77,7 +82,8 @@ __all__ = [
 ]
 
 _SDPA = torch._C._nn.scaled_dot_product_attention
-_SOFTMAX = frozenset({torch.softmax, torch.nn.functional.softmax, Tensor.softmax})
+_SOFTMAX = frozenset({torch.softmax, torch.nn.functional.softmax, Tensor.softmax,
+                      *ATEN_SOFTMAX})
 _SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale",
               "enable_gqa")
 
@@ -221,7 +227,12 @@ class _Interceptor(TorchFunctionMode):
                 return func(*args, **kwargs)
             return self._attend(args, kwargs)
         out = func(*args, **kwargs)
-        if func in _SOFTMAX and self.path and self.path[-1][1] and _last_axis(args, kwargs):
+        if func in ATEN_SDPA:   # an unflattened torch.export program running its graph
+            if self.keeper.wants_next():
+                self.keeper.add(self._where(str(func)), aten_sdpa_weights(func, args, kwargs))
+            else:
+                self.keeper.skip()
+        elif func in _SOFTMAX and self.path and self.path[-1][1] and _last_axis(args, kwargs):
             if self.keeper.wants_next():
                 self.keeper.add(self._where("softmax"), out)
             else:

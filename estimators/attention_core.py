@@ -66,6 +66,34 @@ def sdpa_weights(query: Tensor, key: Tensor, attn_mask: Tensor | None = None,
     return torch.softmax(scores, dim=-1).nan_to_num_(0.0)
 
 
+_aten = torch.ops.aten
+ATEN_SOFTMAX = frozenset({_aten.softmax.int, _aten._softmax.default, _aten._safe_softmax.default})
+"""Softmax as it appears in exported graphs (and when unflattened programs run)."""
+ATEN_SDPA = frozenset({
+    _aten.scaled_dot_product_attention.default,
+    _aten._scaled_dot_product_flash_attention_for_cpu.default,
+    _aten._scaled_dot_product_flash_attention.default,
+    _aten._scaled_dot_product_efficient_attention.default,
+    _aten._scaled_dot_product_cudnn_attention.default,
+})
+"""Fused attention ops of exported graphs: the weights are recomputed from q and k."""
+
+
+def aten_sdpa_weights(op: Any, args: tuple, kwargs: dict) -> Tensor:
+    """``sdpa_weights`` for a call of one of the ``ATEN_SDPA`` ops (bound by its schema)."""
+    bound: dict[str, Any] = {}
+    for i, arg in enumerate(op._schema.arguments):
+        if i < len(args) and not arg.kwarg_only:
+            bound[arg.name] = args[i]
+        elif arg.name in kwargs:
+            bound[arg.name] = kwargs[arg.name]
+        elif arg.has_default_value():
+            bound[arg.name] = arg.default_value
+    mask = bound.get("attn_mask", bound.get("attn_bias"))
+    return sdpa_weights(bound["query"], bound["key"], mask, bool(bound.get("is_causal", False)),
+                        bound.get("scale"), bool(bound.get("enable_gqa", False)))
+
+
 def as_bhqk(weights: Tensor, batch_size: int | None) -> Tensor:
     """Bring recorded weights to ``[B, heads, Nq, Nk]``.
 

@@ -27,22 +27,14 @@ from torch.fx._pytree import tree_flatten_spec
 from torch.utils import _pytree as pytree
 
 from estimators.attention_core import (
+    ATEN_SDPA,
+    ATEN_SOFTMAX,
     DEFAULT_MODULE_PATTERN,
     AttentionTrace,
     Keeper,
+    aten_sdpa_weights,
     batch_size_of,
-    sdpa_weights,
 )
-
-_aten = torch.ops.aten
-_SOFTMAX = {_aten.softmax.int, _aten._softmax.default, _aten._safe_softmax.default}
-_FUSED_SDPA = {
-    _aten.scaled_dot_product_attention.default,
-    _aten._scaled_dot_product_flash_attention_for_cpu.default,
-    _aten._scaled_dot_product_flash_attention.default,
-    _aten._scaled_dot_product_efficient_attention.default,
-    _aten._scaled_dot_product_cudnn_attention.default,
-}
 
 
 def trace_exported_attention(program: ExportedProgram, inputs: Any, *,
@@ -102,9 +94,9 @@ class _AttentionInterpreter(Interpreter):
         out = super().run_node(n)
         if n.op != "call_function":
             return out
-        if n.target in _FUSED_SDPA:
+        if n.target in ATEN_SDPA:
             self._record_fused(n)
-        elif n.target in _SOFTMAX and self._is_attention_softmax(n, out):
+        elif n.target in ATEN_SOFTMAX and self._is_attention_softmax(n, out):
             self._record(n, lambda: out)
         return out
 
@@ -116,12 +108,7 @@ class _AttentionInterpreter(Interpreter):
 
     def _record_fused(self, n: Node) -> None:
         args, kwargs = self.fetch_args_kwargs_from_env(n)
-        bound = _bind(n.target, args, kwargs)
-        mask = bound.get("attn_mask", bound.get("attn_bias"))
-        self._record(n, lambda: sdpa_weights(bound["query"], bound["key"], mask,
-                                             bool(bound.get("is_causal", False)),
-                                             bound.get("scale"),
-                                             bool(bound.get("enable_gqa", False))))
+        self._record(n, lambda: aten_sdpa_weights(n.target, args, kwargs))
 
     def _is_attention_softmax(self, n: Node, out: Any) -> bool:
         if not isinstance(out, Tensor) or out.ndim < 2:
@@ -143,15 +130,3 @@ def _module_path(n: Node) -> str:
     stack = n.meta.get("nn_module_stack") or {}
     return str(list(stack.values())[-1][0]) if stack else ""
 
-
-def _bind(op: Any, args: tuple, kwargs: dict) -> dict[str, Any]:
-    """Arguments of an aten op call by schema name, defaults filled in."""
-    bound: dict[str, Any] = {}
-    for i, arg in enumerate(op._schema.arguments):
-        if i < len(args) and not arg.kwarg_only:
-            bound[arg.name] = args[i]
-        elif arg.name in kwargs:
-            bound[arg.name] = kwargs[arg.name]
-        elif arg.has_default_value():
-            bound[arg.name] = arg.default_value
-    return bound

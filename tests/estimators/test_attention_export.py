@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from estimators.attention import capture_attention, sdpa_weights, trace_exported_attention
+from estimators.attention import (
+    capture_attention,
+    sdpa_weights,
+    trace_attention,
+    trace_exported_attention,
+)
+from estimators.model import MultimodalModel
 from tests.fixtures.attention_models import export_pt2, padded_inputs, sdpa_transformer
 
 VARIANTS = {   # name: (sdpa_transformer options, run_decompositions before saving)
@@ -60,6 +66,18 @@ def test_exported_program_attention_equals_eager_capture(exported: dict, variant
         torch.testing.assert_close(mine, eager)
         torch.testing.assert_close(mine.sum(-1), torch.ones(mine.shape[:-1]))
         assert mine[1, :, :, -1].abs().max() == 0   # row 1 pads its last text token
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_unflattened_program_wrapped_as_model_gives_the_same_capture(exported: dict,
+                                                                     variant: str) -> None:
+    """How the sandbox host runs a ``.pt2``: unflattened and wrapped as a MultimodalModel."""
+    model, inputs, path = exported[variant]
+    hosted = MultimodalModel(torch.export.unflatten(torch.export.load(path)), model.spec)
+    trace = trace_attention(hosted, inputs)
+    assert trace.names == ["blocks.0.attn", "blocks.1.attn"]
+    for mine, eager in zip(trace.attentions, capture_attention(model, inputs), strict=True):
+        torch.testing.assert_close(mine, eager)
 
 
 def test_exported_selection_keeps_chosen_layers_and_heads(exported: dict) -> None:
