@@ -30,6 +30,12 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     torch.set_num_threads(settings.torch_threads)
     db = Database(settings.resolved_database_url)
     db.create_all()
+    # -- demos (backend core): the zoo's scenarios as projects, once (idempotent, no training)
+    if settings.register_demos:
+        from backend.services.demos import register_demos
+
+        register_demos(settings, db)
+    # -- end demos --
     # -- jobs (jobs engineer): durable analyses on Dask; workers start with the first job --
     jobs = JobService(settings, db)
     # -- end jobs --
