@@ -1,9 +1,9 @@
 """Speed of the estimators core against the obvious baselines (issue 3, "Done when").
 
 Run: ``.venv/bin/python bench/bench_interactions.py [--repeat 5] [--emap-n 512]``.
-One thread, float32; every timing is the minimum over ``--repeat`` runs (half as many for
-the baselines that take seconds, one for ``functional.hessian``), baseline and ours in the
-same process, and every comparison also prints the max |difference|.
+One thread, float32; every timing is the minimum over ``--repeat`` rounds (half as many
+where a baseline takes seconds, one for ``functional.hessian``) in which ours and the
+baseline alternate in the same process; every comparison also prints the max |difference|.
 
 1. cross-Hessian block (image 1×16×16 = 256 dims × text 12×32 = 384 dims, batch 8):
    ours (vmapped forward-over-reverse on the smaller side) vs the naive loop (per instance,
@@ -89,13 +89,18 @@ def bench_model() -> MultimodalModel:
     return MultimodalModel(CnnTextFusion(), spec)
 
 
-def best_of(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
-    best, out = float("inf"), None
+def race(fns: dict[str, Callable[[], Any]], repeat: int) -> dict[str, tuple[float, Any]]:
+    """Minimum time of each function over ``repeat`` rounds, the functions alternating
+    within a round so that load from other processes hits all of them alike."""
+    best: dict[str, tuple[float, Any]] = {k: (float("inf"), None) for k in fns}
     for _ in range(repeat):
-        start = time.perf_counter()
-        out = fn()
-        best = min(best, time.perf_counter() - start)
-    return best, out
+        for name, fn in fns.items():
+            start = time.perf_counter()
+            out = fn()
+            elapsed = time.perf_counter() - start
+            if elapsed < best[name][0]:
+                best[name] = (elapsed, out)
+    return best
 
 
 def inputs_for(model: MultimodalModel, n: int, seed: int = 0) -> dict[str, Tensor]:
@@ -179,38 +184,42 @@ def main() -> None:
     inputs = inputs_for(model, 8)
     rows: list[tuple[str, str, str, str]] = []
 
-    t_ours, block = best_of(lambda: cross_hessian(model, inputs, "image", "text", target=1),
-                            args.repeat)
-    slow = max(2, args.repeat // 2)  # repeats for the baselines that take seconds
-    t_loop, ref_loop = best_of(lambda: naive_loop(model, inputs, 1), slow)
-    t_batched, ref_batched = best_of(lambda: batched_grad_loop(model, inputs, 1), args.repeat)
-    t_func, ref_func = best_of(lambda: functional_hessian(model, inputs, 1), 1)
-    rows.append(("cross_hessian vs naive grad loop", f"{t_ours:.3f}s / {t_loop:.3f}s",
-                 f"{t_loop / t_ours:.1f}x faster", f"{(block - ref_loop).abs().max():.1e}"))
-    rows.append(("cross_hessian vs batched grad loop", f"{t_ours:.3f}s / {t_batched:.3f}s",
-                 f"{t_batched / t_ours:.1f}x faster",
-                 f"{(block - ref_batched).abs().max():.1e}"))
-    rows.append(("cross_hessian vs functional.hessian", f"{t_ours:.3f}s / {t_func:.3f}s",
-                 f"{t_func / t_ours:.1f}x faster", f"{(block - ref_func).abs().max():.1e}"))
+    def ours_block() -> Tensor:
+        return cross_hessian(model, inputs, "image", "text", target=1)
 
-    t_hvp, hm = best_of(lambda: interaction_heatmap(model, inputs, "image", "text", target=1,
-                                                    weight="ones"), args.repeat)
+    slow = max(2, args.repeat // 2)  # rounds for the baselines that take seconds
+    hess = race({"ours": ours_block, "naive": lambda: naive_loop(model, inputs, 1)}, slow)
+    hess.update(race({"ours": ours_block,
+                      "batched": lambda: batched_grad_loop(model, inputs, 1),
+                      "heatmap": lambda: interaction_heatmap(model, inputs, "image", "text",
+                                                             target=1, weight="ones")},
+                     args.repeat))
+    hess.update(race({"functional": lambda: functional_hessian(model, inputs, 1)}, 1))
+    t_ours, block = hess["ours"]
+    for key, label in (("naive", "naive grad loop"), ("batched", "batched grad loop"),
+                       ("functional", "functional.hessian")):
+        t_ref, ref = hess[key]
+        rows.append((f"cross_hessian vs {label}", f"{t_ours:.3f}s / {t_ref:.3f}s",
+                     f"{t_ref / t_ours:.1f}x faster", f"{(block - ref).abs().max():.1e}"))
+    t_hvp, hm = hess["heatmap"]
     reduced = block_to_elements(block, hm.layout_a, hm.layout_b)
     rows.append(("heatmap by HVPs vs full block", f"{t_hvp:.3f}s / {t_ours:.3f}s",
                  f"{t_hvp / t_ours:.2f}x the time", f"{(hm.matrix - reduced).abs().max():.1e}"))
 
-    t_ih, ih = best_of(lambda: integrated_hessians(model, inputs, "image", "text", target=1,
-                                                   baselines="pad"), 1)
+    t_ih, ih = race({"ih": lambda: integrated_hessians(model, inputs, "image", "text",
+                                                       target=1, baselines="pad")}, 1)["ih"]
     rows.append(("integrated_hessians (n_steps=16)", f"{t_ih:.3f}s", "completeness |err|",
                  f"{ih.delta.abs().max():.1e}"))
 
     data = inputs_for(model, args.emap_n, seed=1)
     bs = 4096
-    t_raw, _ = best_of(lambda: raw_pairs_forward(model, data, bs), slow)
-    t_emap, emap_full = best_of(lambda: emap_logits(model, data, batch_size=bs), slow)
     encoders = Encoders.of(model)
-    t_cache, emap_cached = best_of(lambda: emap_logits(model, data, batch_size=bs,
-                                                       encoders=encoders), args.repeat)
+    emap = race({"raw": lambda: raw_pairs_forward(model, data, bs),
+                 "ours": lambda: emap_logits(model, data, batch_size=bs),
+                 "cached": lambda: emap_logits(model, data, batch_size=bs, encoders=encoders)},
+                slow)
+    (t_raw, _), (t_emap, emap_full), (t_cache, emap_cached) = (
+        emap["raw"], emap["ours"], emap["cached"])
     n2 = args.emap_n**2
     rows.append((f"EMAP N={args.emap_n} vs raw N² forward",
                  f"{t_emap:.2f}s / {t_raw:.2f}s",
@@ -223,13 +232,16 @@ def main() -> None:
         return attribute(model, inputs, target=1, n_steps=50).attributions["text"]
 
     def captum_ig() -> Tensor:
+        """The same result by hand: features, Captum IG with its convergence delta."""
         feats = model.embed(inputs)
         ig = IntegratedGradients(model.module.from_features)
-        return ig.attribute((feats["image"], feats["text"]), target=1, n_steps=50,
-                            additional_forward_args=(inputs["text"],))[1]
+        attrs, _delta = ig.attribute((feats["image"], feats["text"]), target=1, n_steps=50,
+                                     additional_forward_args=(inputs["text"],),
+                                     return_convergence_delta=True)
+        return attrs[1]
 
-    t_captum, ref_ig = best_of(captum_ig, args.repeat + 2)
-    t_wrap, our_ig = best_of(ours_ig, args.repeat + 2)
+    ig_times = race({"captum": captum_ig, "ours": ours_ig}, 4 * args.repeat)
+    (t_captum, ref_ig), (t_wrap, our_ig) = ig_times["captum"], ig_times["ours"]
     rows.append(("attribute(IG) vs Captum directly", f"{t_wrap:.3f}s / {t_captum:.3f}s",
                  f"{100 * (t_wrap / t_captum - 1):+.1f}% overhead",
                  f"{(our_ig - ref_ig).abs().max():.1e}"))
