@@ -25,8 +25,10 @@ import atexit
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -84,23 +86,122 @@ class _HostDied(Exception):
     pass
 
 
+class _Zygote:
+    """The pre-imported process that forks hosts (``backend.workers.sandbox_host``).
+
+    It runs only crosslens code and never reads a program; started on the first host, and
+    again if it dies. Talks JSON over a SOCK_SEQPACKET socket; fds travel with SCM_RIGHTS.
+    """
+
+    def __init__(self, threads: int, start_timeout_s: float) -> None:
+        self.threads, self.start_timeout_s = threads, start_timeout_s
+        self.lock = threading.Lock()
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.sock: socket.socket | None = None
+        self.workdir: Path | None = None
+
+    def spawn(self, config: Mapping[str, Any], fds: list[int]) -> int:
+        """Fork a host that gets ``fds`` (requests in, replies out, program, log); its pid."""
+        with self.lock:
+            for attempt in (1, 2):
+                if self.proc is None or self.proc.poll() is not None:
+                    self._start()
+                try:
+                    reply = self._ask({"op": "spawn", "config": dict(config)}, fds)
+                    return int(reply["pid"])
+                except (OSError, ValueError, KeyError, TypeError) as exc:
+                    self.stop()
+                    if attempt == 2:
+                        raise SandboxError(f"the sandbox could not start a host ({exc})",
+                                           "crash") from exc
+        raise AssertionError("unreachable")
+
+    def exit_status(self, pid: int) -> int | None:
+        """The host's exit code (minus the signal number when killed), None if unknown."""
+        with self.lock:
+            if self.proc is None or self.proc.poll() is not None:
+                return None
+            try:
+                status = self._ask({"op": "status", "pid": pid}, [])["status"]
+            except (OSError, ValueError, KeyError, TypeError):
+                return None
+            return status if isinstance(status, int) else None
+
+    def _ask(self, request: Mapping[str, Any], fds: list[int]) -> dict[str, Any]:
+        assert self.sock is not None
+        socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+        message = self.sock.recv(1 << 16)
+        if not message:
+            raise OSError("the sandbox zygote closed its socket")
+        reply = json.loads(message)
+        if not isinstance(reply, dict):
+            raise ValueError("the sandbox zygote sent a malformed reply")
+        return reply
+
+    def _start(self) -> None:
+        self.stop()
+        self.workdir = Path(tempfile.mkdtemp(prefix="crosslens-sandbox-zygote-"))
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            with open(self.workdir / "zygote.log", "wb") as log:
+                self.proc = subprocess.Popen(
+                    [sys.executable, "-m", HOST_MODULE, str(theirs.fileno())],
+                    stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=self.workdir,
+                    env=minimal_env(self.workdir, self.threads), pass_fds=(theirs.fileno(),),
+                    start_new_session=True)
+        finally:
+            theirs.close()
+        self.sock = ours
+        ours.settimeout(self.start_timeout_s)
+        try:
+            ready = ours.recv(1 << 10)
+        except OSError as exc:
+            self.stop()
+            raise SandboxError(f"the sandbox did not start within {self.start_timeout_s:g} s",
+                               "timeout") from exc
+        if not ready:
+            self.stop()
+            raise SandboxError("the sandbox could not start (its zygote exited; see the "
+                               "server log)", "crash")
+        ours.settimeout(30.0)
+
+    def stop(self) -> None:
+        sock, self.sock = self.sock, None
+        proc, self.proc = self.proc, None
+        if sock is not None:
+            sock.close()  # EOF: the zygote exits by itself
+        if proc is not None:
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            self.workdir = None
+
+
 class _Host:
     """One host process for one (program, spec); callers hold ``lock`` around requests."""
 
     def __init__(self, program: Path, spec: ModelSpec, limits: SandboxLimits,
-                 threads: int) -> None:
+                 threads: int, zygote: _Zygote) -> None:
         self.program, self.spec, self.limits, self.threads = program, spec, limits, threads
+        self.zygote = zygote
         self.lock = threading.Lock()
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.pid: int | None = None
+        self._pidfd: int | None = None
+        self._requests: int | None = None  # write end of the host's request pipe
+        self._replies: int | None = None  # read end of its reply pipe
         self.workdir: Path | None = None
         self.report: dict[str, Any] = {}
         self.last_used = time.monotonic()
-        self.starts = 0
         self._next_id = 0
 
     @property
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self._pidfd is not None and not _exited(self._pidfd, 0)
 
     def start(self) -> None:
         self.stop()
@@ -114,25 +215,30 @@ class _Host:
         lim = self.limits
         config = {"memory_mb": lim.memory_mb, "cpu_seconds": lim.cpu_seconds,
                   "open_files": lim.open_files, "file_size_mb": lim.file_size_mb,
-                  "threads": self.threads, "program_fd": program_fd,
+                  "threads": self.threads, "workdir": str(self.workdir),
                   "max_request_bytes": lim.max_request_mb << 20,
                   "namespaces": lim.namespaces, "landlock": lim.landlock}
+        requests_r, requests_w = os.pipe()
+        replies_r, replies_w = os.pipe()
+        log_fd = os.open(self.workdir / "host.log", os.O_WRONLY | os.O_CREAT | os.O_CLOEXEC,
+                         0o600)
         try:
-            with open(self.workdir / "host.log", "wb") as log:
-                self.proc = subprocess.Popen(
-                    [sys.executable, "-m", HOST_MODULE, json.dumps(config)],
-                    stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
-                    cwd=self.workdir, env=minimal_env(self.workdir, self.threads),
-                    pass_fds=(program_fd,), start_new_session=True)
+            self.pid = self.zygote.spawn(config, [requests_r, replies_w, program_fd, log_fd])
+            self._pidfd = os.pidfd_open(self.pid)
+        except BaseException:
+            for fd in (requests_w, replies_r):
+                os.close(fd)
+            self.stop()
+            raise
         finally:
-            os.close(program_fd)
-        self.starts += 1
-        assert self.proc.stdin is not None
-        os.set_blocking(self.proc.stdin.fileno(), False)
+            for fd in (requests_r, replies_w, program_fd, log_fd):
+                os.close(fd)
+        self._requests, self._replies = requests_w, replies_r
+        os.set_blocking(requests_w, False)
         deadline = time.monotonic() + lim.start_timeout_s
         try:
-            wire.write_frame(self.proc.stdin.fileno(),
-                             {"op": "load", "spec": self.spec.model_dump_json()}, {}, deadline)
+            wire.write_frame(requests_w, {"op": "load", "spec": self.spec.model_dump_json()},
+                             {}, deadline)
             header, _ = self._read(deadline)
         except wire.FrameTimeout as exc:
             self.stop()
@@ -148,20 +254,24 @@ class _Host:
         self.last_used = time.monotonic()
 
     def request(self, op: str, args: Mapping[str, Any], timeout_s: float) -> Any:
-        assert self.proc is not None and self.proc.stdin is not None
+        assert self._requests is not None
         self._next_id += 1
         request_id = self._next_id
         tree, tensors = wire.pack(dict(args))
         deadline = time.monotonic() + timeout_s
         try:
-            wire.write_frame(self.proc.stdin.fileno(),
-                             {"id": request_id, "op": op, "args": tree}, tensors, deadline)
+            wire.write_frame(self._requests, {"id": request_id, "op": op, "args": tree},
+                             tensors, deadline)
             header, out = self._read(deadline)
         except wire.FrameTimeout as exc:
             self.stop()
             raise SandboxError(f"the model did not answer {op!r} within {timeout_s:g} s; its "
                                "host was stopped and restarts on the next request",
                                "timeout") from exc
+        except wire.PeerClosed as exc:  # died before reading the whole request
+            reason = self._death_reason()
+            self.stop()
+            raise _HostDied(reason) from exc
         finally:
             self.last_used = time.monotonic()
         if header.get("id") != request_id:
@@ -181,10 +291,10 @@ class _Host:
                                "stopped", "protocol") from exc
 
     def _read(self, deadline: float) -> tuple[dict[str, Any], dict[str, Tensor]]:
-        assert self.proc is not None and self.proc.stdout is not None
+        assert self._replies is not None
         try:
-            return wire.read_frame(self.proc.stdout.fileno(),
-                                   max_bytes=self.limits.max_reply_mb << 20, deadline=deadline)
+            return wire.read_frame(self._replies, max_bytes=self.limits.max_reply_mb << 20,
+                                   deadline=deadline)
         except wire.PeerClosed as exc:
             reason = self._death_reason()
             self.stop()
@@ -197,12 +307,12 @@ class _Host:
                                "protocol") from exc
 
     def _death_reason(self) -> str:
-        assert self.proc is not None
-        try:
-            code = self.proc.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            return "the host closed its pipe"
-        if code == -signal.SIGXCPU:
+        code = None
+        if self._pidfd is not None and _exited(self._pidfd, 5.0) and self.pid is not None:
+            code = self.zygote.exit_status(self.pid)
+        if code is None:
+            reason = "it ended unexpectedly"
+        elif code == -signal.SIGXCPU:
             reason = f"it used up its CPU-time limit ({self.limits.cpu_seconds} s)"
         elif code == -signal.SIGKILL:
             reason = "it was killed (out of memory, or stopped by an administrator)"
@@ -226,20 +336,28 @@ class _Host:
         return lines[-1][:500] if lines else ""
 
     def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is not None:
-            for stream in (proc.stdin, proc.stdout):
-                with contextlib.suppress(OSError):
-                    stream.close()  # EOF on its stdin: the host exits by itself
-            try:
-                proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
+        for fd in (self._requests, self._replies):
+            if fd is not None:
+                os.close(fd)  # EOF on its request pipe: the host exits by itself
+        self._requests = self._replies = None
+        pidfd, self._pidfd = self._pidfd, None
+        if pidfd is not None:
+            if not _exited(pidfd, 2.0):
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)  # its own session: nothing else
-                proc.wait()
+                    signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+                _exited(pidfd, 5.0)
+            os.close(pidfd)
+        self.pid = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir, ignore_errors=True)
             self.workdir = None
+
+
+def _exited(pidfd: int, timeout_s: float) -> bool:
+    """A pidfd turns readable when its process ends (works for non-children too)."""
+    poller = select.poll()
+    poller.register(pidfd, select.POLLIN)
+    return bool(poller.poll(timeout_s * 1000))
 
 
 def minimal_env(workdir: Path, threads: int) -> dict[str, str]:
@@ -307,10 +425,13 @@ def inspect_pt2(path: Path, spec: ModelSpec) -> None:
                                f"{EXPORT_HINT}", "load")
 
 
+_Key = tuple[str, str, SandboxLimits]  # program path, spec JSON, limits
+
+
 class SandboxedModel:
     """A handle on a ``.pt2`` model living in a sandbox host; cheap, survives host restarts."""
 
-    def __init__(self, pool: SandboxPool, key: tuple[str, str], spec: ModelSpec) -> None:
+    def __init__(self, pool: SandboxPool, key: _Key, spec: ModelSpec) -> None:
         self._pool, self._key, self.spec = pool, key, spec
 
     def call(self, op: str, /, *, timeout_s: float | None = None, **kwargs: Any) -> Any:
@@ -343,8 +464,8 @@ class SandboxedModel:
 
     @property
     def pid(self) -> int | None:
-        proc = self._pool._hosts[self._key].proc
-        return proc.pid if proc is not None and proc.poll() is None else None
+        host = self._pool._hosts[self._key]
+        return host.pid if host.alive else None
 
     @property
     def workdir(self) -> Path | None:
@@ -380,20 +501,24 @@ class SandboxPool:
     def __init__(self, settings: Settings, limits: SandboxLimits | None = None) -> None:
         self.settings = settings
         self.limits = limits or SandboxLimits()
-        self._hosts: dict[tuple[str, str], _Host] = {}
+        self._hosts: dict[_Key, _Host] = {}
+        self._zygote = _Zygote(settings.torch_threads, self.limits.start_timeout_s)
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._reaper: threading.Thread | None = None
         atexit.register(_shutdown_ref, weakref.ref(self))
 
-    def get(self, program_path: Path, spec: ModelSpec) -> SandboxedModel:
-        """A handle on the program; its host is started now (load errors surface here)."""
-        key = (str(Path(program_path).resolve()), spec.model_dump_json())
+    def get(self, program_path: Path, spec: ModelSpec, *,
+            limits: SandboxLimits | None = None) -> SandboxedModel:
+        """A handle on the program; its host is started now (load errors surface here).
+        ``limits`` overrides the pool's for this program (memory, CPU, idle timeout...)."""
+        key = (str(Path(program_path).resolve()), spec.model_dump_json(),
+               limits or self.limits)
         with self._lock:
             host = self._hosts.get(key)
             if host is None:
-                host = self._hosts[key] = _Host(Path(key[0]), spec, self.limits,
-                                                self.settings.torch_threads)
+                host = self._hosts[key] = _Host(Path(key[0]), spec, key[2],
+                                                self.settings.torch_threads, self._zygote)
             self._start_reaper()
         with host.lock:
             if not host.alive:
@@ -406,7 +531,7 @@ class SandboxPool:
                     raise
         return SandboxedModel(self, key, spec)
 
-    def _call(self, key: tuple[str, str], op: str, args: Mapping[str, Any],
+    def _call(self, key: _Key, op: str, args: Mapping[str, Any],
               timeout_s: float | None) -> Any:
         with self._lock:
             host = self._hosts.get(key)
@@ -437,13 +562,13 @@ class SandboxPool:
 
     def _reap(self, stopping: threading.Event) -> None:
         """Stop hosts idle for longer than ``idle_timeout_s`` (busy ones are skipped)."""
-        interval = max(0.05, min(self.limits.idle_timeout_s / 4, 5.0))
+        interval = max(0.05, min(self.limits.idle_timeout_s / 4, 1.0))
         while not stopping.wait(interval):
             now = time.monotonic()
             with self._lock:
                 hosts = list(self._hosts.values())
             for host in hosts:
-                if host.alive and now - host.last_used > self.limits.idle_timeout_s \
+                if host.alive and now - host.last_used > host.limits.idle_timeout_s \
                         and host.lock.acquire(blocking=False):
                     try:
                         host.stop()
@@ -465,6 +590,8 @@ class SandboxPool:
         for host in hosts:
             with host.lock:
                 host.stop()
+        with self._zygote.lock:
+            self._zygote.stop()
         if reaper is not None and reaper is not threading.current_thread():
             reaper.join(timeout=5)
 

@@ -1,13 +1,15 @@
-"""The sandbox host: the only process that ever loads an uploaded ``.pt2`` program.
+"""The sandbox hosts: the only processes that ever load an uploaded ``.pt2`` program.
 
-``python -m backend.workers.sandbox_host '<config json>'`` is started by
-``backend.services.sandbox.SandboxPool``. Loading a ``.pt2`` runs pickle (torch 2.13's
+``python -m backend.workers.sandbox_host FD`` is the *zygote* started by
+``backend.services.sandbox.SandboxPool``: it imports torch and the export loader once and
+forks one host per program on request (``FD`` is its control socket), so a new host costs a
+fork and a load instead of seconds of imports. Loading a ``.pt2`` runs pickle (torch 2.13's
 ``torch.export.load`` silently retries a member with full unpickling), so the program may run
-arbitrary code here. Before anything of the program is read, this process confines itself:
+arbitrary code in its host. Before anything of the program is read, the forked host confines
+itself (``confine``):
 
 1. resource limits (``RLIMIT_AS``, ``RLIMIT_CPU``, ``RLIMIT_NOFILE``, ``RLIMIT_FSIZE``,
-   no core dumps): set here rather than in a ``preexec_fn``, which is unsafe in the threaded
-   API process; nothing untrusted has run yet, so the effect is the same;
+   no core dumps), soft = hard so the program cannot raise them;
 2. a new user + network namespace (``unshare(CLONE_NEWUSER | CLONE_NEWNET)``, unprivileged):
    no network interface but a downed loopback, so no TCP/UDP anywhere;
 3. Landlock (unprivileged LSM, Linux >= 5.13): files may be written only under the host's own
@@ -17,15 +19,14 @@ arbitrary code here. Before anything of the program is read, this process confin
 
 Each layer is best effort and reported to the parent in the ``ready`` reply, so the API can
 say what protection is in force on this machine. The environment is minimal (the parent
-passes no CROSSLENS_* variables, tokens or database URL) and the program itself arrives as
-an open file descriptor, so the host needs no access to the storage directory.
-
-Protocol: frames of ``backend.services.wire`` on fds 0 (requests) and 1 (replies); fd 1 is
-then pointed at stderr so stray prints of the program cannot corrupt the stream.
+passes no CROSSLENS_* variables, tokens or database URL), the program arrives as an open file
+descriptor (the host needs no access to the storage directory), and the host talks to its
+parent over two pipes with ``backend.services.wire`` frames (JSON + safetensors).
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import importlib
@@ -33,6 +34,7 @@ import importlib.util
 import json
 import os
 import resource
+import select
 import site
 import socket
 import sys
@@ -41,7 +43,7 @@ import time
 import traceback
 from typing import Any
 
-# -- confinement (stdlib only: runs before torch or any program byte is loaded) -------------
+# -- confinement (runs in the forked host before any byte of the program is read) ----------
 
 _CLONE_NEWUSER = 0x10000000
 _CLONE_NEWNET = 0x40000000
@@ -104,7 +106,7 @@ def set_limits(config: dict[str, Any]) -> dict[str, int | None]:
 def enter_namespaces() -> str | None:
     """New user + network namespace; returns None on success, else why it failed.
 
-    Must run while the process is single-threaded (before torch starts its thread pools).
+    Must run while the process is single-threaded: a freshly forked host is.
     The calling uid is mapped to root inside the namespace so files can still be created.
     """
     uid, gid = os.getuid(), os.getgid()
@@ -367,26 +369,15 @@ _OPS = {"logits": _op_logits, "embed": _op_embed, "gradients": _op_gradients,
         "estimator": _op_estimator}
 
 
-# -- serving ------------------------------------------------------------------------------------
+# -- serving ----------------------------------------------------------------------------------
 
-def _claim_stdio() -> tuple[int, int]:
-    """Keep private copies of the protocol pipes; fd 0 -> /dev/null, fd 1 -> stderr."""
-    proto_in, proto_out = os.dup(0), os.dup(1)
-    devnull = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(devnull, 0)
-    os.close(devnull)
-    os.dup2(2, 1)
-    return proto_in, proto_out
-
-
-def main() -> None:
-    proto_in, proto_out = _claim_stdio()
-    env_names = sorted(os.environ)  # as the parent passed it, before torch adds its own
-    config = json.loads(sys.argv[1])
+def serve(proto_in: int, proto_out: int, program_fd: int, config: dict[str, Any],
+          env_names: list[str]) -> None:
+    """Confine this process, load the program, answer requests until the parent hangs up."""
     report = confine(config)
     started = time.monotonic()
 
-    import torch  # only now, after the confinement above
+    import torch
 
     from backend.services import wire
 
@@ -394,8 +385,7 @@ def main() -> None:
     max_request = int(config["max_request_bytes"])
     try:
         header, _ = wire.read_frame(proto_in, max_bytes=max_request)
-        program = LoadedProgram.load(os.fdopen(int(config["program_fd"]), "rb"),
-                                     header["spec"])
+        program = LoadedProgram.load(os.fdopen(program_fd, "rb"), header["spec"])
     except wire.PeerClosed:
         return
     except ProgramError as exc:
@@ -437,5 +427,97 @@ def main() -> None:
         wire.write_all(proto_out, frame)
 
 
+def _host_child(control: socket.socket, fds: list[int], config: dict[str, Any],
+                env_names: list[str]) -> None:
+    """In a freshly forked child: drop everything of the zygote, become a host, serve."""
+    code = 1
+    try:
+        control.close()  # untrusted code must never reach the zygote's control socket
+        proto_in, proto_out, program_fd, log_fd = fds
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(log_fd, 1)
+        os.dup2(log_fd, 2)
+        keep = {0, 1, 2, proto_in, proto_out, program_fd}
+        for fd in map(int, os.listdir("/proc/self/fd")):
+            if fd not in keep:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+        workdir = config["workdir"]
+        os.chdir(workdir)
+        os.environ.update(HOME=workdir, TMPDIR=workdir)
+        serve(proto_in, proto_out, program_fd, config, env_names)
+        code = 0
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
+PRELOAD = ("torch.export", "torch._export.serde.serialize", "torch.export._trace",
+           "torch._inductor.sizevars", "sympy.tensor.tensor", "estimators.model",
+           "backend.services.wire")
+"""Imported once by the zygote: what a host's first ``torch.export.load`` would import."""
+
+
+def zygote(control_fd: int) -> None:
+    """Import torch and the export loader once, then fork one host per spawn request.
+
+    A host forked from here starts in well under a second instead of paying torch's import
+    (seconds of CPU) every time. The zygote runs only crosslens code (it never reads a
+    program); each child confines itself before it touches one. Requests on the control
+    socket (SOCK_SEQPACKET, JSON): ``spawn`` with four fds (requests in, replies out, the
+    program, the log) -> ``{"pid"}``; ``status`` of a pid -> ``{"status"}`` (exit code, or
+    minus the signal), once the child has ended.
+    """
+    env_names = sorted(os.environ)  # as the parent passed it, before torch adds its own
+    control = socket.socket(fileno=control_fd)
+    import torch
+
+    for module in PRELOAD:
+        importlib.import_module(module)
+    children: set[int] = set()
+    statuses: dict[int, int] = {}
+    torch.set_num_threads(1)
+    control.sendall(b'{"ready": true}')
+    while True:
+        _reap(children, statuses)
+        if not select.select([control], [], [], 1.0)[0]:
+            continue
+        message, fds, _flags, _addr = socket.recv_fds(control, 1 << 16, 4)
+        if not message:  # the parent is gone; hosts end when their pipes close
+            os._exit(0)  # skip interpreter teardown: nothing to flush, and it takes seconds
+        request = json.loads(message)
+        if request.get("op") == "spawn" and len(fds) == 4:
+            pid = os.fork()
+            if pid == 0:
+                _host_child(control, fds, request["config"], env_names)
+            children.add(pid)
+            reply: dict[str, Any] = {"pid": pid}
+        elif request.get("op") == "status":
+            pid = int(request["pid"])
+            deadline = time.monotonic() + 2.0
+            while pid in children and time.monotonic() < deadline:
+                time.sleep(0.01)
+                _reap(children, statuses)
+            reply = {"status": statuses.pop(pid, None)}
+        else:
+            reply = {"error": f"bad zygote request {request.get('op')!r}"}
+        for fd in fds:
+            os.close(fd)
+        control.sendall(json.dumps(reply).encode())
+
+
+def _reap(children: set[int], statuses: dict[int, int]) -> None:
+    for pid in list(children):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            children.discard(pid)
+            statuses[pid] = os.waitstatus_to_exitcode(status)
+    while len(statuses) > 256:  # nobody asked: forget the oldest
+        statuses.pop(next(iter(statuses)))
+
+
 if __name__ == "__main__":
-    main()
+    zygote(int(sys.argv[1]))

@@ -14,6 +14,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -51,9 +52,13 @@ def cnn_program(tmp_path_factory: pytest.TempPathFactory, eager: MultimodalModel
 
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SandboxPool]:
-    pool = SandboxPool(Settings(data_dir=tmp_path_factory.mktemp("data")), FAST)
-    yield pool
-    pool.shutdown()
+    """One pool (one zygote) for the module, created while this process holds secrets."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("CROSSLENS_DATABASE_URL", "postgresql://admin:hunter2@db/crosslens")
+        env.setenv("CROSSLENS_ADMIN_TOKEN", "secret-token")
+        pool = SandboxPool(Settings(data_dir=tmp_path_factory.mktemp("data")), FAST)
+        yield pool
+        pool.shutdown()
 
 
 @pytest.fixture(scope="module")
@@ -240,72 +245,79 @@ class _Hungry(nn.Module):
         return torch.stack([big.sum(-1) + a.sum(-1), b.sum(-1)], dim=-1)
 
 
-def test_memory_limit_hit_is_a_clean_error_and_the_host_survives(tmp_path: Path) -> None:
+def test_memory_limit_hit_is_a_clean_error_and_the_host_survives(tmp_path: Path,
+                                                                 pool: SandboxPool) -> None:
     spec = ModelSpec(modalities=[ModalitySpec(name="a", kind="tabular", shape=(3,)),
                                  ModalitySpec(name="b", kind="tabular", shape=(3,))],
                      classes=["x", "y"])
     path = export_pt2(MultimodalModel(_Hungry(), spec), tmp_path / "hungry.pt2")
-    pool = SandboxPool(Settings(data_dir=tmp_path / "data"),
-                       SandboxLimits(memory_mb=1536, call_timeout_s=60, start_timeout_s=120))
-    try:
-        sm = pool.get(path, spec)
-        with pytest.raises(SandboxError, match="memory") as err:
-            sm.logits(spec.example_inputs(1))
-        assert err.value.kind == "limit"
-        assert sm.pid is not None
-    finally:
-        pool.shutdown()
+    sm = pool.get(path, spec, limits=replace(FAST, memory_mb=1536))
+    assert sm.sandbox["limits"]["RLIMIT_AS"] == 1536 << 20
+    with pytest.raises(SandboxError, match="memory") as err:
+        sm.logits(spec.example_inputs(1))
+    assert err.value.kind == "limit"
+    assert sm.pid is not None
 
 
 # -- lifecycle --------------------------------------------------------------------------------
 
-def test_idle_host_is_stopped_and_started_again_on_use(tmp_path: Path, cnn_program: Path,
+def test_idle_host_is_stopped_and_started_again_on_use(pool: SandboxPool, cnn_program: Path,
                                                        eager: MultimodalModel) -> None:
-    pool = SandboxPool(Settings(data_dir=tmp_path / "data"),
-                       SandboxLimits(idle_timeout_s=0.5, call_timeout_s=60,
-                                     start_timeout_s=120))
+    sm = pool.get(cnn_program, eager.spec, limits=replace(FAST, idle_timeout_s=0.5))
+    workdir = sm.workdir
+    assert sm.pid is not None and workdir is not None and workdir.is_dir()
+    deadline = time.monotonic() + 10
+    while (sm.pid is not None or workdir.exists()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert sm.pid is None
+    assert not workdir.exists()  # its temp dir went with it
+    inputs = eager.spec.example_inputs(2)
+    assert torch.equal(sm.logits(inputs), eager(inputs))
+    assert sm.pid is not None
+
+
+def _running(pid: int) -> bool:
+    """True unless the process is gone or a zombie waiting to be reaped."""
     try:
-        sm = pool.get(cnn_program, eager.spec)
-        workdir = sm.workdir
-        assert pool.running() == 1 and workdir is not None and workdir.is_dir()
-        deadline = time.monotonic() + 10
-        while (pool.running() or workdir.exists()) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert pool.running() == 0
-        assert not workdir.exists()  # its temp dir went with it
-        inputs = eager.spec.example_inputs(2)
-        assert torch.equal(sm.logits(inputs), eager(inputs))
-    finally:
-        pool.shutdown()
-    assert pool.running() == 0
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_shutdown_stops_every_host_and_the_pool_can_start_again(
+        tmp_path: Path, cnn_program: Path, eager: MultimodalModel) -> None:
+    pool = SandboxPool(Settings(data_dir=tmp_path / "data"), FAST)
+    sm = pool.get(cnn_program, eager.spec)
+    pid = sm.pid
+    pool.shutdown()
+    assert pool.running() == 0 and sm.pid is None
+    assert pid is not None and not _running(pid)
+    inputs = eager.spec.example_inputs(2)
+    assert torch.equal(sm.logits(inputs), eager(inputs))  # e.g. an app restarted in-process
+    pool.shutdown()
 
 
 # -- the hostile program ----------------------------------------------------------------------
 
 def test_hostile_pt2_runs_only_inside_the_confined_host(tmp_path: Path,
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CROSSLENS_DATABASE_URL", "postgresql://admin:hunter2@db/crosslens")
-    monkeypatch.setenv("CROSSLENS_ADMIN_TOKEN", "secret-token")
+                                                        pool: SandboxPool) -> None:
     model = additive()
     canary = tmp_path / "canary.json"
     with socket.create_server(("127.0.0.1", 0)) as listener:
         path = hostile_pt2(model, tmp_path / "hostile.pt2", canary,
                            probe_port=listener.getsockname()[1])
-        pool = SandboxPool(Settings(data_dir=tmp_path / "data"), FAST)
-        try:
-            sm = pool.get(path, model.spec)  # the payload runs now, in the host
-            report = sm.sandbox
-            # the program still loads and works: the payload cannot be detected by loading
-            inputs = model.spec.example_inputs(2)
-            assert torch.equal(sm.logits(inputs), model(inputs))
-            assert sm.workdir is not None
-            written = json.loads((sm.workdir / canary.name).read_text())
-            host_pid = sm.pid
-        finally:
-            pool.shutdown()
+        sm = pool.get(path, model.spec)  # the payload runs now, in the host
+    report = sm.sandbox
+    # the program still loads and works: loading cannot tell a hostile file from a good one
+    inputs = model.spec.example_inputs(2)
+    assert torch.equal(sm.logits(inputs), model(inputs))
+    assert sm.workdir is not None
+    written = json.loads((sm.workdir / canary.name).read_text())
     assert not canary.exists()  # neither this process nor the host wrote outside the sandbox
-    assert written["pid"] == host_pid != os.getpid()
-    assert written["cwd"] != os.getcwd()
+    assert written["pid"] == sm.pid != os.getpid()
+    assert written["cwd"] == str(sm.workdir)
+    assert os.environ["CROSSLENS_ADMIN_TOKEN"]  # this process has secrets; the host has none
     for env in (written["env"], report["env"]):
         assert not [k for k in env if k.startswith("CROSSLENS") or "TOKEN" in k]
     if report["landlock_abi"]:
