@@ -524,3 +524,174 @@ def pid(p: Any, *, tol: float = 1e-9, max_iter: int = 200) -> PIDResult:
     info["seconds"] = time.perf_counter() - start
     return PIDResult(*(float(a) for a in atoms), total=float(i12 / LOG2), gap=float(gap),
                      solver=info)
+
+
+# --------------------------------------------------------------------------- from samples
+
+def discretize(x: Any, n_clusters: int, *, seed: int = 0) -> np.ndarray:
+    """Symbols ``0..k-1`` for the rows of ``x``.
+
+    Integer labels ``[N]`` are kept (renumbered densely); anything else is flattened to
+    float features ``[N, d]`` and clustered with k-means (``n_clusters`` centres, as the CVX
+    estimator of Liang et al. 2023), after a PCA to 32 dimensions when ``d > 64``. Labels are
+    renumbered over the clusters actually used, so an empty cluster never becomes a zero row.
+    """
+    arr = _as_numpy(x)
+    if arr.ndim == 0 or arr.shape[0] == 0:
+        raise ValueError("need at least one sample (an array [N] or [N, d])")
+    if arr.ndim == 1 and np.issubdtype(arr.dtype, np.integer):
+        return np.unique(arr, return_inverse=True)[1].astype(np.int64)
+    feats = arr.reshape(arr.shape[0], -1).astype(np.float64)
+    if not np.all(np.isfinite(feats)):
+        raise ValueError("features contain NaN or infinite values")
+    if n_clusters < 1:
+        raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
+    distinct, inverse = np.unique(feats, axis=0, return_inverse=True)
+    if len(distinct) <= n_clusters:           # already discrete: no clustering needed
+        return inverse.reshape(-1).astype(np.int64)
+    from sklearn.cluster import KMeans
+    from sklearn.decomposition import PCA
+
+    with threadpool_limits(limits=1):     # small problems: threads only add contention
+        if feats.shape[1] > 64:
+            feats = PCA(n_components=32, random_state=seed).fit_transform(feats)
+        labels = KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit_predict(feats)
+    return np.unique(labels, return_inverse=True)[1].astype(np.int64)
+
+
+def _as_numpy(x: Any) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().cpu().numpy()
+    return np.asarray(x)
+
+
+def joint_distribution(s1: np.ndarray, s2: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Plug-in joint ``p[x1, x2, y]`` of three symbol arrays ``[N]`` (symbols ``0..k-1``)."""
+    shape = (int(s1.max()) + 1, int(s2.max()) + 1, int(y.max()) + 1)
+    flat = np.ravel_multi_index((s1, s2, y), shape)
+    return np.bincount(flat, minlength=math.prod(shape)).reshape(shape) / len(s1)
+
+
+def _labels(y: Any) -> np.ndarray:
+    arr = _as_numpy(y)
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"y must be integer class labels [N], got dtype {arr.dtype} with "
+                         f"shape {list(arr.shape)}")
+    return np.unique(arr, return_inverse=True)[1].astype(np.int64)
+
+
+def pid_from_samples(x1: Any, x2: Any, y: Any, *, n_clusters: int = 10, seed: int = 0,
+                     n_boot: int = 0, level: float = 0.95, tol: float = 1e-9) -> PIDResult:
+    """BROJA PID (bits) of samples: discretise, build the plug-in joint, decompose it.
+
+    ``x1``, ``x2``: int labels ``[N]`` or float features ``[N, d]`` (k-means, see
+    ``discretize``); ``y``: int labels ``[N]``. ``n_boot > 0`` adds percentile bootstrap
+    intervals at ``level`` for every atom and the total: the joint table is resampled
+    (multinomial counts of ``N`` draws), so the intervals hold the discretisation fixed and
+    show the sampling uncertainty of the plug-in estimate. Plug-in estimates are biased
+    upwards for small ``N`` per cell; keep ``N`` well above ``|X1|·|X2|·|Y|``.
+    """
+    labels = _labels(y)
+    n = len(labels)
+    s1, s2 = discretize(x1, n_clusters, seed=seed), discretize(x2, n_clusters, seed=seed)
+    if len(s1) != n or len(s2) != n:
+        raise ValueError(f"x1, x2 and y need the same number of rows, got {len(s1)}, "
+                         f"{len(s2)} and {n}")
+    p = joint_distribution(s1, s2, labels)
+    result = pid(p, tol=tol)
+    if n_boot <= 0:
+        return result
+    return _with_bootstrap(result, p, n, n_boot=n_boot, level=level, seed=seed)
+
+
+def _with_bootstrap(result: PIDResult, p: np.ndarray, n: int, *, n_boot: int, level: float,
+                    seed: int) -> PIDResult:
+    """``result`` with percentile intervals from ``n_boot`` multinomial resamples of ``p``."""
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    rng = np.random.default_rng(seed)
+    counts = rng.multinomial(n, p.reshape(-1), size=n_boot)
+    draws = np.array([[*(r := pid(c.reshape(p.shape) / n, tol=1e-7)).atoms(), r.total]
+                      for c in counts])
+    lo, hi = np.percentile(draws, [50 * (1 - level), 50 * (1 + level)], axis=0)
+    ci = {name: (float(a), float(b)) for name, a, b in zip((*ATOMS, "total"), lo, hi,
+                                                           strict=True)}
+    solver = {**result.solver, "n_boot": n_boot, "level": level}
+    return PIDResult(result.redundancy, result.unique1, result.unique2, result.synergy,
+                     result.total, ci=ci, gap=result.gap, solver=solver)
+
+
+# --------------------------------------------------------------------------- datasets, models
+
+def dataset_pid(dataset: Any, *, n_clusters: int = 10, seed: int = 0, n_boot: int = 0
+                ) -> dict[str, PIDResult]:
+    """PID of a ``MultimodalDataset``'s labels; keys as in ``model_pid``."""
+    return _pairwise_pid(dataset, _labels(dataset.labels), n_clusters=n_clusters, seed=seed,
+                         n_boot=n_boot)
+
+
+def model_pid(model: Any, dataset: Any, *, n_clusters: int = 10, seed: int = 0,
+              n_boot: int = 0, batch_size: int = 256) -> dict[str, PIDResult]:
+    """PID with the model's predicted class in place of Y: which interactions it has learned
+    (Liang et al. 2023, §4: a model's interactions are the PID of its predictions).
+
+    ``model``: a ``MultimodalModel``; ``dataset``: a ``MultimodalDataset``. Modalities are
+    discretised exactly as ``dataset_pid`` does (same ``n_clusters`` and ``seed``), so the two
+    results are comparable. Returns ``{"a|b": PIDResult}`` for every pair of modalities and,
+    with more than two, ``{"a|rest": PIDResult}`` for each modality against all the others.
+    """
+    import torch
+
+    predictions = []
+    with torch.no_grad():
+        for inputs, _ in dataset.batches(batch_size):
+            predictions.append(model(inputs).argmax(-1).cpu().numpy())
+    return _pairwise_pid(dataset, np.concatenate(predictions).astype(np.int64),
+                         n_clusters=n_clusters, seed=seed, n_boot=n_boot)
+
+
+def _modality_features(x: Any) -> np.ndarray:
+    """Float features ``[N, d]`` of one modality: token ids become bag-of-token counts (ids
+    are names, not numbers); everything else is flattened."""
+    arr = _as_numpy(x)
+    if np.issubdtype(arr.dtype, np.integer) and arr.ndim == 2:
+        n, vocab = arr.shape[0], int(arr.max()) + 1
+        counts = np.zeros((n, vocab))
+        np.add.at(counts, (np.repeat(np.arange(n), arr.shape[1]), arr.reshape(-1)), 1.0)
+        return counts
+    return arr.reshape(arr.shape[0], -1).astype(np.float64)
+
+
+def _pairwise_pid(dataset: Any, target: np.ndarray, *, n_clusters: int, seed: int,
+                  n_boot: int) -> dict[str, PIDResult]:
+    names = list(dataset.names)
+    if len(names) < 2:
+        raise ValueError(f"PID needs at least two modalities, the dataset has {names}")
+    feats = {name: _modality_features(dataset.inputs[name]) for name in names}
+    symbols = {name: discretize(feats[name], n_clusters, seed=seed) for name in names}
+    out: dict[str, PIDResult] = {}
+    for i, a in enumerate(names):
+        for b in names[i + 1:]:
+            out[f"{a}|{b}"] = _pid_symbols(symbols[a], symbols[b], target, n_boot, seed)
+    if len(names) > 2:
+        for a in names:
+            rest = np.concatenate([_standardize(feats[b]) for b in names if b != a], axis=1)
+            out[f"{a}|rest"] = _pid_symbols(symbols[a], discretize(rest, n_clusters, seed=seed),
+                                            target, n_boot, seed)
+    return out
+
+
+def _standardize(x: np.ndarray) -> np.ndarray:
+    """Zero-mean, unit-total-variance columns so no modality dominates a joint clustering."""
+    centred = x - x.mean(0)
+    return centred / max(float(np.sqrt((centred ** 2).sum(1).mean())), 1e-12)
+
+
+def _pid_symbols(s1: np.ndarray, s2: np.ndarray, y: np.ndarray, n_boot: int, seed: int
+                 ) -> PIDResult:
+    labels = np.unique(y, return_inverse=True)[1]
+    p = joint_distribution(s1, s2, labels)
+    result = pid(p)
+    if n_boot > 0:
+        result = _with_bootstrap(result, p, len(y), n_boot=n_boot, level=0.95, seed=seed)
+    return result
