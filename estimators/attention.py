@@ -45,10 +45,11 @@ from estimators.attention_core import (
     ATEN_SDPA,
     ATEN_SOFTMAX,
     DEFAULT_MODULE_PATTERN,
+    SDPA,
     AttentionTrace,
     Keeper,
-    aten_sdpa_weights,
     batch_size_of,
+    recompute_attention,
     sdpa_weights,
 )
 from estimators.attention_export import capture_exported_attention, trace_exported_attention
@@ -81,11 +82,8 @@ __all__ = [
     "validate_token_layout",
 ]
 
-_SDPA = torch._C._nn.scaled_dot_product_attention
 _SOFTMAX = frozenset({torch.softmax, torch.nn.functional.softmax, Tensor.softmax,
                       *ATEN_SOFTMAX})
-_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale",
-              "enable_gqa")
 
 
 def capture_attention(model: nn.Module, inputs: Any, *, layers: Sequence[int] | None = None,
@@ -221,39 +219,20 @@ class _Interceptor(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (),
                            kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        if func is _SDPA:
+        if func is SDPA or func in ATEN_SDPA:
             if not self.keeper.wants_next():
                 self.keeper.skip()
                 return func(*args, **kwargs)
-            return self._attend(args, kwargs)
+            weights, result = recompute_attention(func, args, kwargs)
+            self.keeper.add(self._where("scaled_dot_product_attention"), weights)
+            return func(*args, **kwargs) if result is None else result
         out = func(*args, **kwargs)
-        if func in ATEN_SDPA:   # an unflattened torch.export program running its graph
-            if self.keeper.wants_next():
-                self.keeper.add(self._where(str(func)), aten_sdpa_weights(func, args, kwargs))
-            else:
-                self.keeper.skip()
-        elif func in _SOFTMAX and self.path and self.path[-1][1] and _last_axis(args, kwargs):
+        if func in _SOFTMAX and self.path and self.path[-1][1] and _last_axis(args, kwargs):
             if self.keeper.wants_next():
                 self.keeper.add(self._where("softmax"), out)
             else:
                 self.keeper.skip()
         return out
-
-    def _attend(self, args: tuple, kwargs: dict) -> Tensor:
-        """Record the weights of one SDPA call and answer it with ``weights @ value``: the
-        weights are computed once (the result equals the fused kernel's to float rounding).
-        With dropout (training) the original kernel still computes the result."""
-        bound = {**dict(zip(_SDPA_ARGS, args, strict=False)), **kwargs}
-        gqa = bool(bound.get("enable_gqa", False))
-        weights = sdpa_weights(bound["query"], bound["key"], bound.get("attn_mask"),
-                               bool(bound.get("is_causal", False)), bound.get("scale"), gqa)
-        self.keeper.add(self._where("scaled_dot_product_attention"), weights)
-        if bound.get("dropout_p", 0.0):
-            return _SDPA(*args, **kwargs)
-        value = bound["value"]
-        if gqa and value.ndim >= 3 and value.shape[-3] != weights.shape[-3]:
-            value = value.repeat_interleave(weights.shape[-3] // value.shape[-3], dim=-3)
-        return (weights @ value.to(weights.dtype)).to(value.dtype)
 
     def _where(self, fallback: str) -> str:
         return self.path[-1][0] or fallback if self.path else fallback

@@ -69,6 +69,8 @@ def sdpa_weights(query: Tensor, key: Tensor, attn_mask: Tensor | None = None,
 _aten = torch.ops.aten
 ATEN_SOFTMAX = frozenset({_aten.softmax.int, _aten._softmax.default, _aten._safe_softmax.default})
 """Softmax as it appears in exported graphs (and when unflattened programs run)."""
+SDPA = torch._C._nn.scaled_dot_product_attention
+"""``torch.nn.functional.scaled_dot_product_attention`` (the same builtin object)."""
 ATEN_SDPA = frozenset({
     _aten.scaled_dot_product_attention.default,
     _aten._scaled_dot_product_flash_attention_for_cpu.default,
@@ -77,21 +79,39 @@ ATEN_SDPA = frozenset({
     _aten._scaled_dot_product_cudnn_attention.default,
 })
 """Fused attention ops of exported graphs: the weights are recomputed from q and k."""
+_SINGLE_OUTPUT = frozenset({SDPA, _aten.scaled_dot_product_attention.default})
+_SDPA_ARGS = ("query", "key", "value", "attn_mask", "dropout_p", "is_causal", "scale",
+              "enable_gqa")
 
 
-def aten_sdpa_weights(op: Any, args: tuple, kwargs: dict) -> Tensor:
-    """``sdpa_weights`` for a call of one of the ``ATEN_SDPA`` ops (bound by its schema)."""
-    bound: dict[str, Any] = {}
-    for i, arg in enumerate(op._schema.arguments):
-        if i < len(args) and not arg.kwarg_only:
-            bound[arg.name] = args[i]
-        elif arg.name in kwargs:
-            bound[arg.name] = kwargs[arg.name]
-        elif arg.has_default_value():
-            bound[arg.name] = arg.default_value
+def recompute_attention(op: Any, args: tuple, kwargs: dict) -> tuple[Tensor, Tensor | None]:
+    """Weights of one SDPA call (``SDPA`` or an ``ATEN_SDPA`` op), and the call's result.
+
+    The result is ``weights @ value`` where that is the whole answer (no dropout, an op that
+    returns one tensor), so capture computes the scores once instead of twice; it matches the
+    fused kernel to float rounding. ``None`` means: run the original op for the result.
+    """
+    if op is SDPA:
+        bound = {**dict(zip(_SDPA_ARGS, args, strict=False)), **kwargs}
+    else:
+        bound = {}
+        for i, arg in enumerate(op._schema.arguments):
+            if i < len(args) and not arg.kwarg_only:
+                bound[arg.name] = args[i]
+            elif arg.name in kwargs:
+                bound[arg.name] = kwargs[arg.name]
+            elif arg.has_default_value():
+                bound[arg.name] = arg.default_value
     mask = bound.get("attn_mask", bound.get("attn_bias"))
-    return sdpa_weights(bound["query"], bound["key"], mask, bool(bound.get("is_causal", False)),
-                        bound.get("scale"), bool(bound.get("enable_gqa", False)))
+    weights = sdpa_weights(bound["query"], bound["key"], mask,
+                           bool(bound.get("is_causal", False)), bound.get("scale"),
+                           bool(bound.get("enable_gqa", False)))
+    if op not in _SINGLE_OUTPUT or bound.get("dropout_p", 0.0):
+        return weights, None
+    value = bound["value"]
+    if value.ndim >= 3 and value.shape[-3] != weights.shape[-3]:   # grouped-query attention
+        value = value.repeat_interleave(weights.shape[-3] // value.shape[-3], dim=-3)
+    return weights, (weights @ value.to(weights.dtype)).to(value.dtype)
 
 
 def as_bhqk(weights: Tensor, batch_size: int | None) -> Tensor:

@@ -32,8 +32,8 @@ from estimators.attention_core import (
     DEFAULT_MODULE_PATTERN,
     AttentionTrace,
     Keeper,
-    aten_sdpa_weights,
     batch_size_of,
+    recompute_attention,
 )
 
 
@@ -91,24 +91,22 @@ class _AttentionInterpreter(Interpreter):
         self.pattern = pattern
 
     def run_node(self, n: Node) -> Any:
+        if n.op == "call_function" and n.target in ATEN_SDPA:
+            if not self.keeper.wants_next():
+                self.keeper.skip()
+                return super().run_node(n)
+            args, kwargs = self.fetch_args_kwargs_from_env(n)
+            weights, result = recompute_attention(n.target, args, kwargs)
+            self.keeper.add(_module_path(n) or n.name, weights)
+            return super().run_node(n) if result is None else result
         out = super().run_node(n)
-        if n.op != "call_function":
-            return out
-        if n.target in ATEN_SDPA:
-            self._record_fused(n)
-        elif n.target in ATEN_SOFTMAX and self._is_attention_softmax(n, out):
-            self._record(n, lambda: out)
+        if n.op == "call_function" and n.target in ATEN_SOFTMAX and \
+                self._is_attention_softmax(n, out):
+            if self.keeper.wants_next():
+                self.keeper.add(_module_path(n) or n.name, out)
+            else:
+                self.keeper.skip()
         return out
-
-    def _record(self, n: Node, weights: Any) -> None:
-        if self.keeper.wants_next():
-            self.keeper.add(_module_path(n) or n.name, weights())
-        else:
-            self.keeper.skip()
-
-    def _record_fused(self, n: Node) -> None:
-        args, kwargs = self.fetch_args_kwargs_from_env(n)
-        self._record(n, lambda: aten_sdpa_weights(n.target, args, kwargs))
 
     def _is_attention_softmax(self, n: Node, out: Any) -> bool:
         if not isinstance(out, Tensor) or out.ndim < 2:
