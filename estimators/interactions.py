@@ -7,8 +7,8 @@ exactly zero for every pair when ``f`` is additive across ``a`` and ``b``, which
 makes it a test for cross-modal interaction.
 
 Everything is built from one primitive, the mixed Hessian-vector product
-``v ↦ H_{a,b} v = ∂/∂ε ∇_{x_a} f(x_b + εv)`` (forward-over-reverse with ``torch.func``),
-vmapped over the batch and over the directions:
+``v ↦ H_{a,b} v = ∂/∂ε ∇_{x_a} f(x_b + εv)`` (with ``torch.func``), vmapped over the batch
+and over the directions:
 
 - ``cross_hessian``: the full block; the directions are the unit vectors of the modality
   with fewer entries, so forward mode runs on the smaller side (the other orientation was
@@ -18,7 +18,9 @@ vmapped over the batch and over the directions:
   element of the side with fewer elements (direction = that element's entries of ``w``), so
   it never materialises a block that would not fit in memory. With ``weight="input"``
   (``w = x``) ``M`` is the cross term of the second-order Taylor expansion of ``f`` around 0;
-  with ``weight="ones"`` it is the plain sum of the block over each element pair.
+  with ``weight="ones"`` it is the plain sum of the block over each element pair. These few
+  HVPs run as double backward (``∇_a ⟨∇_b f, v⟩``), which measured ~2x faster here than
+  forward-over-reverse for ~10 directions; the block keeps forward-over-reverse.
 - ``integrated_hessians``: Janizek, Sturmfels & Lee 2021, "Explaining Explanations:
   Axiomatic Feature Interactions for Deep Networks":
   ``Γ_ij = δ_i δ_j ∫₀¹∫₀¹ αβ H_ij(x' + αβδ) dα dβ`` (δ = x − x'), plus, on the diagonal of
@@ -92,6 +94,19 @@ def _hvp(f: Callable[[Features], Tensor], feats: Features, out: str,
         return grad(lambda x_out: f({**moved, out: x_out}))(moved[out])
 
     return lambda v: jvp(grad_out, (feats[along],), (v,))[1]
+
+
+def _hvp_reverse(f: Callable[[Features], Tensor], feats: Features, out: str,
+                 along: str) -> Callable[[Tensor], Tensor]:
+    """Same as ``_hvp`` by double backward, ``∇_out ⟨∇_along f, v⟩``: for a handful of
+    directions its fixed cost per call is lower than forward-over-reverse's."""
+
+    def directional(x_out: Tensor, v: Tensor) -> Tensor:
+        moved = {**feats, out: x_out}
+        g = grad(lambda x_along: f({**moved, along: x_along}))(moved[along])
+        return (g * v).sum()
+
+    return lambda v: grad(directional)(feats[out], v)
 
 
 def _check_pair(model: MultimodalModel, a: str, b: str) -> None:
@@ -197,7 +212,7 @@ def interaction_heatmap(model: MultimodalModel, inputs: Mapping[str, Tensor], a:
     def one(feats: Features, ids: dict[str, Tensor], oh: Tensor, wa: Tensor,
             wo: Tensor) -> Tensor:
         directions = (membership * wa.reshape(1, -1)).reshape(-1, *wa.shape)
-        hv = vmap(_hvp(_sample_fn(model, ids, oh, output), feats, other, along),
+        hv = vmap(_hvp_reverse(_sample_fn(model, ids, oh, output), feats, other, along),
                   chunk_size=chunk_size)(directions)  # [E_along, *shape_other]
         return to_elements(hv * wo, lay_other)  # [E_along, E_other]
 
