@@ -37,6 +37,8 @@ from estimators.model import MultimodalModel, Output, apply_output, select_targe
 
 Replace = Literal["baseline", "mean"]
 MAX_SHAPLEY_MODALITIES = 8
+NOISE_LEVELS: tuple[float, ...] = (0.0, 0.25, 0.5, 1.0, 2.0)  # × the modality's std
+MASK_LEVELS: tuple[float, ...] = (0.0, 0.25, 0.5, 0.75, 1.0)  # fraction of elements
 
 
 def _references(model: MultimodalModel, inputs: Mapping[str, Tensor],
@@ -177,7 +179,7 @@ def _feature_std(model: MultimodalModel, dataset: MultimodalDataset, batch_size:
 def robustness_curve(model: MultimodalModel, dataset: MultimodalDataset, *,
                      modalities: Sequence[str] | None = None,
                      kind: Literal["noise", "mask"] = "noise",
-                     levels: Sequence[float] = (0.0, 0.25, 0.5, 1.0, 2.0),
+                     levels: Sequence[float] | None = None,
                      baselines: Baselines = "zeros", means: Mapping[str, Tensor] | None = None,
                      batch_size: int = 256, seed: int = 0) -> RobustnessCurves:
     """Accuracy against corruption of each modality in turn (the others untouched).
@@ -185,8 +187,11 @@ def robustness_curve(model: MultimodalModel, dataset: MultimodalDataset, *,
     ``kind="noise"``: add ``level · σ_m · ε`` (ε standard normal, σ_m the modality's
     feature standard deviation over ``dataset``); ``kind="mask"``: replace a random
     fraction ``level`` ∈ [0, 1] of the modality's elements (pixels, tokens, time steps,
-    tabular features) by the baseline. Deterministic for a given ``seed``.
+    tabular features) by the baseline. ``levels`` default to ``NOISE_LEVELS`` or
+    ``MASK_LEVELS``. Deterministic for a given ``seed``.
     """
+    if levels is None:
+        levels = NOISE_LEVELS if kind == "noise" else MASK_LEVELS
     names = list(modalities) if modalities is not None else model.spec.names
     unknown = sorted(set(names) - set(model.spec.names))
     if unknown:

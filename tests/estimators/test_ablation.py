@@ -136,6 +136,9 @@ def test_robustness_curve_starts_at_clean_accuracy_and_full_mask_equals_ablation
     noisy = robustness_curve(model, data, kind="noise", levels=[0.0, 1.0], seed=1)
     again = robustness_curve(model, data, kind="noise", levels=[0.0, 1.0], seed=1)
     torch.testing.assert_close(noisy.accuracy["image"], again.accuracy["image"])
+    default = robustness_curve(model, data, kind="mask", modalities=["text"])
+    assert default.levels == [0.0, 0.25, 0.5, 0.75, 1.0]
+    assert default.accuracy["text"].shape == (5,)
     with pytest.raises(ValueError, match="fractions"):
         robustness_curve(model, data, kind="mask", levels=[2.0])
 
