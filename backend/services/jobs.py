@@ -79,15 +79,17 @@ def request_key(project_id: int, kind: str, params: Mapping[str, Any],
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write to a temp file in the same directory, fsync, rename: readers see all or nothing."""
+def atomic_write_bytes(path: Path, data: bytes, *, durable: bool = True) -> None:
+    """Write to a temp file in the same directory, (fsync,) rename: readers see all or
+    nothing. ``durable=False`` skips the fsync, for files that are only a cache."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -384,7 +386,8 @@ class JobService:
         analysis: Analysis = ctx.analysis
         chunks = analysis.chunks(n, ctx.params)
         parts_dir = self.jobs_dir / str(job_id) / "parts"
-        done = {i for i in range(len(chunks)) if (parts_dir / f"{i}.safetensors").is_file()}
+        parts = _stored_parts(parts_dir, len(chunks))  # from an earlier attempt
+        done = set(parts)
         total = len(chunks)
         map_share = analysis.map_share
 
@@ -398,7 +401,9 @@ class JobService:
         if not report(len(done)):
             return
         todo = [i for i in range(len(chunks)) if i not in done]
-        window = self.chunks_in_flight or max(2, 2 * _total_threads(client))
+        # Enough queued chunks that no worker idles while the driver books a result; few
+        # enough that memory stays bounded and a cancel has little to throw away.
+        window = self.chunks_in_flight or max(4, 4 * _total_threads(client))
         # Unique task keys: a scheduler shared by other API processes (or that outlived a
         # database) must never hand back another run's result for a key it already knows.
         run = f"job{job_id}-a{job.attempts}-{uuid.uuid4().hex[:12]}"
@@ -412,22 +417,23 @@ class JobService:
                                         key=f"{run}-chunk{i}")
                     pending[fut] = i
                 finished = _wait_some(list(pending), self.poll_s)
-                if not self._still_mine(job_id):
+                if not finished and not self._still_mine(job_id):
                     return
                 for fut in finished:
                     i = pending.pop(fut)
-                    part = _result(fut, f"chunk {i + 1} of {total}")
-                    atomic_write_bytes(parts_dir / f"{i}.safetensors", _pack(part))
+                    parts[i] = _result(fut, f"chunk {i + 1} of {total}")
+                    atomic_write_bytes(parts_dir / f"{i}.safetensors", _pack(parts[i]),
+                                       durable=False)
                     done.add(i)
                 if finished and not report(len(done)):
                     return
         finally:
             for fut in pending:
                 fut.cancel()
-        parts = _concat([load_file(parts_dir / f"{i}.safetensors") for i in range(total)])
+        combined = _concat([parts[i] for i in range(total)])
         if not self._fenced(job_id, message=f"{analysis.label}: combining {n} instances"):
             return
-        fut = client.submit(tasks.run_reduce, ctx, parts, pure=False,
+        fut = client.submit(tasks.run_reduce, ctx, combined, pure=False,
                             key=f"{run}-reduce")
         try:
             while not _wait_some([fut], self.poll_s):
@@ -476,6 +482,19 @@ def _result(fut: Future, what: str) -> Any:
     except (OSError, cf.CancelledError) as exc:
         raise WorkerLost(f"lost contact with the worker running {what} "
                          f"({type(exc).__name__})") from None
+
+
+def _stored_parts(parts_dir: Path, total: int) -> dict[int, dict[str, torch.Tensor]]:
+    """Chunk outputs an earlier attempt stored; an unreadable file is recomputed."""
+    parts = {}
+    for i in range(total):
+        path = parts_dir / f"{i}.safetensors"
+        if path.is_file():
+            try:
+                parts[i] = load_file(path)
+            except Exception:  # torn by a crash (parts are written without fsync)
+                path.unlink(missing_ok=True)
+    return parts
 
 
 def _pack(part: Mapping[str, torch.Tensor]) -> bytes:

@@ -513,7 +513,7 @@ def test_pid_jobs_run_when_the_estimator_exists_and_are_refused_before(env: Env)
 
     alice = env.token("alice")
     for kind in ("data_pid", "model_pid"):
-        r = env.submit(alice, job=kind, n_boot=0)
+        r = env.submit(alice, job=kind, n_boot=0, n_clusters=4)
         if not hasattr(pid_module, "pid_from_samples"):
             assert r.status_code == 422 and "not available yet" in r.json()["detail"]
             continue
