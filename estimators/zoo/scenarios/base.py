@@ -50,6 +50,7 @@ class ScenarioModel:
     test_accuracy: float
     train_seconds: float
     n_parameters: int
+    train_cpu_seconds: float | None = None
 
     @cached_property
     def spec(self) -> ModelSpec:
@@ -110,7 +111,8 @@ class Scenario:
                               weights_path=self.directory / f"{e['name']}.safetensors",
                               test_accuracy=float(e["test_accuracy"]),
                               train_seconds=float(e["train_seconds"]),
-                              n_parameters=int(e["n_parameters"]))
+                              n_parameters=int(e["n_parameters"]),
+                              train_cpu_seconds=e.get("train_cpu_seconds"))
                 for e in entries]
 
     def model(self, name: str) -> ScenarioModel:

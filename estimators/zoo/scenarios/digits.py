@@ -116,7 +116,7 @@ SCENARIO = Scenario(
     recipes=(
         Recipe("transformer", "transformer",
                {"dim": 48, "heads": 4, "layers": 2, "mlp": 96, "image_patch": 2, "seed": 0},
-               epochs=20, lr=3e-3, batch_size=64),
+               epochs=30, lr=2e-3, batch_size=64),
         Recipe("early_fusion", "early_fusion", {"dim": 48, "hidden": 96, "seed": 0},
                epochs=20, lr=4e-3, batch_size=64),
         Recipe("tensor_fusion", "tensor_fusion", {"dim": 32, "hidden": 64, "rank": 4, "seed": 0},
