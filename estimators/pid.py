@@ -521,6 +521,7 @@ def pid(p: Any, *, tol: float = 1e-9, max_iter: int = 200) -> PIDResult:
         raise RuntimeError(f"PID solver returned atoms {atoms.tolist()} below -{slack:.2g} bits "
                            f"(certified gap {gap:.2g}); please report this distribution")
     atoms = np.maximum(atoms, 0.0)          # clip only negatives within the certified slack
+    atoms[atoms < 1e-14] = 0.0              # rounding residue of the differences above
     info["seconds"] = time.perf_counter() - start
     return PIDResult(*(float(a) for a in atoms), total=float(i12 / LOG2), gap=float(gap),
                      solver=info)
