@@ -30,6 +30,10 @@ def _as_utc(value: dt.datetime) -> dt.datetime:
 # Stored times are UTC; SQLite hands them back naive, so every output carries the zone.
 UTCDatetime = Annotated[dt.datetime, AfterValidator(_as_utc)]
 
+# Ids and row indices: 32-bit signed (Postgres INTEGER), so huge numbers are a clean 422.
+MAX_ID = 2**31 - 1
+Id = Annotated[int, Field(ge=0, le=MAX_ID)]
+
 # Nested lists of floats of any depth (image [H][W], timeseries [C][L], tabular [F]).
 Values = list[Any]
 
@@ -67,10 +71,10 @@ class MemberOut(BaseModel):
 class NoteCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    project_id: int
-    model_id: int | None = None
-    dataset_id: int
-    index: int = Field(ge=0)
+    project_id: Id
+    model_id: Id | None = None
+    dataset_id: Id
+    index: Id
     text: str = Field(min_length=1, max_length=5000)
 
 
@@ -175,10 +179,10 @@ class InstanceView(BaseModel):
 class ExplainRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    model_id: int
-    dataset_id: int
-    index: int = Field(ge=0)
-    target: int | None = Field(default=None, ge=0,
+    model_id: Id
+    dataset_id: Id
+    index: Id
+    target: int | None = Field(default=None, ge=0, le=MAX_ID,
                                description="class to explain; null = the predicted class")
     output: Output = "logits"
 
@@ -241,9 +245,9 @@ class InteractionOut(BaseModel):
 
 
 class AttentionRequest(ExplainRequest):
-    layer: int | None = Field(default=None, ge=0)
-    head: int | None = Field(default=None, ge=0)
-    query: int | None = Field(default=None, ge=0)
+    layer: int | None = Field(default=None, ge=0, le=MAX_ID)
+    head: int | None = Field(default=None, ge=0, le=MAX_ID)
+    query: int | None = Field(default=None, ge=0, le=MAX_ID)
 
 
 class AttentionOut(BaseModel):

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.routes.uploads_common import form_int, upload_body
+from backend.api.routes.common import IdPath, IdQuery, form_int, upload_body
 from backend.core.security import CurrentUser, SessionDep, require_role
 from backend.db import DatasetRecord
-from backend.schemas import DatasetOut, InstancePage, InstanceView
+from backend.schemas import MAX_ID, DatasetOut, InstancePage, InstanceView
 from backend.services import catalog
 from backend.services.explain import Explainer
 from backend.services.storage import Storage
@@ -27,7 +27,7 @@ UPLOAD_DOC = upload_body({
 
 @router.get("", response_model=list[DatasetOut])
 def list_datasets(user: CurrentUser, session: SessionDep,
-                  project_id: int | None = None) -> list[DatasetOut]:
+                  project_id: IdQuery = None) -> list[DatasetOut]:
     return [catalog.dataset_out(r) for r in catalog.visible_rows(session, user, DatasetRecord,
                                                                  project_id)]
 
@@ -66,12 +66,12 @@ async def upload_dataset(request: Request, user: CurrentUser,
 
 
 @router.get("/{dataset_id}", response_model=DatasetOut)
-def get_dataset(dataset_id: int, user: CurrentUser, session: SessionDep) -> DatasetOut:
+def get_dataset(dataset_id: IdPath, user: CurrentUser, session: SessionDep) -> DatasetOut:
     return catalog.dataset_out(catalog.dataset_row(session, user, dataset_id))
 
 
 @router.delete("/{dataset_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_dataset(dataset_id: int, request: Request, user: CurrentUser,
+def delete_dataset(dataset_id: IdPath, request: Request, user: CurrentUser,
                    session: SessionDep) -> None:
     """Delete a dataset (editors); its files go when no other row uses them."""
     row = catalog.dataset_row(session, user, dataset_id, "editor")
@@ -85,10 +85,10 @@ def delete_dataset(dataset_id: int, request: Request, user: CurrentUser,
 
 
 @router.get("/{dataset_id}/instances", response_model=InstancePage)
-def list_instances(dataset_id: int, request: Request, user: CurrentUser, session: SessionDep,
-                   offset: int = Query(default=0, ge=0),
+def list_instances(dataset_id: IdPath, request: Request, user: CurrentUser, session: SessionDep,
+                   offset: int = Query(default=0, ge=0, le=MAX_ID),
                    limit: int = Query(default=50, ge=1, le=500),
-                   label: int | None = None, model_id: int | None = None) -> InstancePage:
+                   label: IdQuery = None, model_id: IdQuery = None) -> InstancePage:
     """A page of rows; with ``model_id`` each row also gets the model's prediction."""
     return Explainer(request.app.state.settings,
                      getattr(request.app.state, "sandbox", None)).instance_page(
@@ -96,8 +96,8 @@ def list_instances(dataset_id: int, request: Request, user: CurrentUser, session
 
 
 @router.get("/{dataset_id}/instances/{index}", response_model=InstanceView)
-def get_instance(dataset_id: int, index: int, request: Request, user: CurrentUser,
-                 session: SessionDep, model_id: int | None = None) -> InstanceView:
+def get_instance(dataset_id: IdPath, index: IdPath, request: Request, user: CurrentUser,
+                 session: SessionDep, model_id: IdQuery = None) -> InstanceView:
     """One row ready to draw; ``model_id`` supplies the vocabulary and display settings."""
     return Explainer(request.app.state.settings).instance_view(session, user, dataset_id,
                                                                index, model_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from backend.api.routes.uploads_common import form_int, form_name, upload_body
+from backend.api.routes.common import IdPath, IdQuery, form_int, form_name, upload_body
 from backend.core.security import CurrentUser, SessionDep, require_role
 from backend.db import ModelRecord
 from backend.schemas import ModelOut, ValidationReport
@@ -32,7 +32,7 @@ UPLOAD_DOC = upload_body({
 
 @router.get("", response_model=list[ModelOut])
 def list_models(user: CurrentUser, session: SessionDep,
-                project_id: int | None = None) -> list[ModelOut]:
+                project_id: IdQuery = None) -> list[ModelOut]:
     """Models in the caller's projects (or in one project)."""
     return [catalog.model_out(r) for r in catalog.visible_rows(session, user, ModelRecord,
                                                                project_id)]
@@ -94,12 +94,12 @@ async def upload_model(request: Request, user: CurrentUser, session: SessionDep)
 
 
 @router.get("/{model_id}", response_model=ModelOut)
-def get_model(model_id: int, user: CurrentUser, session: SessionDep) -> ModelOut:
+def get_model(model_id: IdPath, user: CurrentUser, session: SessionDep) -> ModelOut:
     return catalog.model_out(catalog.model_row(session, user, model_id))
 
 
 @router.delete("/{model_id}", status_code=status.HTTP_204_NO_CONTENT)
-def delete_model(model_id: int, request: Request, user: CurrentUser,
+def delete_model(model_id: IdPath, request: Request, user: CurrentUser,
                  session: SessionDep) -> None:
     """Delete a model (editors); its file goes when no other row uses it."""
     row = catalog.model_row(session, user, model_id, "editor")
@@ -111,8 +111,8 @@ def delete_model(model_id: int, request: Request, user: CurrentUser,
 
 
 @router.post("/{model_id}/validate", response_model=ValidationReport)
-def validate_model(model_id: int, request: Request, user: CurrentUser, session: SessionDep,
-                   dataset_id: int | None = None) -> ValidationReport:
+def validate_model(model_id: IdPath, request: Request, user: CurrentUser, session: SessionDep,
+                   dataset_id: IdQuery = None) -> ValidationReport:
     """Dry-run the model twice on a few dataset rows (or random inputs of its spec's
     shapes): shape/dtype errors explained, non-determinism flagged."""
     settings = request.app.state.settings

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, HTTPException, Query, status
+from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import select
 
+from backend.api.routes.common import IdQuery
 from backend.core.security import CurrentUser, SessionDep, require_role
 from backend.db import Note
 from backend.schemas import NoteCreate, NoteOut
@@ -21,9 +22,9 @@ def _out(note: Note) -> NoteOut:
 
 @router.get("", response_model=list[NoteOut])
 def list_notes(user: CurrentUser, session: SessionDep,
-               project_id: int | None = None, model_id: int | None = None,
-               dataset_id: int | None = None,
-               index: int | None = Query(default=None, ge=0)) -> list[NoteOut]:
+               project_id: IdQuery = None, model_id: IdQuery = None,
+               dataset_id: IdQuery = None,
+               index: IdQuery = None) -> list[NoteOut]:
     """Notes the caller can see, newest first, filtered by any of the query fields."""
     query = select(Note).order_by(Note.created_at.desc(), Note.id.desc())
     if project_id is not None:

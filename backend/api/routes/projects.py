@@ -5,6 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, HTTPException, status
 from sqlalchemy import select
 
+from backend.api.routes.common import IdPath
 from backend.core.security import CurrentUser, SessionDep, grant, require_role, role_in
 from backend.db import Project, User
 from backend.schemas import MemberAdd, MemberOut, ProjectCreate, ProjectOut
@@ -42,7 +43,7 @@ def create_project(body: ProjectCreate, user: CurrentUser, session: SessionDep) 
 
 
 @router.get("/{project_id}", response_model=ProjectOut)
-def get_project(project_id: int, user: CurrentUser, session: SessionDep) -> ProjectOut:
+def get_project(project_id: IdPath, user: CurrentUser, session: SessionDep) -> ProjectOut:
     require_role(user, project_id, "viewer")
     project = session.get(Project, project_id)
     if project is None:
@@ -51,7 +52,7 @@ def get_project(project_id: int, user: CurrentUser, session: SessionDep) -> Proj
 
 
 @router.get("/{project_id}/members", response_model=list[MemberOut])
-def list_members(project_id: int, user: CurrentUser, session: SessionDep) -> list[MemberOut]:
+def list_members(project_id: IdPath, user: CurrentUser, session: SessionDep) -> list[MemberOut]:
     require_role(user, project_id, "viewer")
     project = session.get(Project, project_id)
     if project is None:
@@ -61,7 +62,7 @@ def list_members(project_id: int, user: CurrentUser, session: SessionDep) -> lis
 
 
 @router.post("/{project_id}/members", response_model=MemberOut)
-def add_member(project_id: int, body: MemberAdd, user: CurrentUser,
+def add_member(project_id: IdPath, body: MemberAdd, user: CurrentUser,
                session: SessionDep) -> MemberOut:
     """Give a user a role in the project (project admins only); sets the role if the user
     is already a member."""
