@@ -16,6 +16,7 @@ this function only ever run on it) inside the sandbox host process, never in the
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -58,8 +59,8 @@ def trace_exported_attention(program: ExportedProgram, inputs: Any, *,
         raise ValueError(f"inputs do not match the exported program's signature "
                          f"{program.call_spec.in_spec}: {exc}") from exc
     keeper = Keeper(layers, heads, dtype, batch_size_of(inputs))
-    interpreter = _AttentionInterpreter(program.module(), keeper, re.compile(module_pattern,
-                                                                             re.IGNORECASE))
+    interpreter = _AttentionInterpreter(_unlifted(program), keeper,
+                                        re.compile(module_pattern, re.IGNORECASE))
     with torch.no_grad():
         flat_out = interpreter.run(*flat)
     leaves = list(flat_out) if isinstance(flat_out, tuple | list) else [flat_out]
@@ -74,6 +75,18 @@ def capture_exported_attention(program: ExportedProgram, inputs: Any, *,
     """``capture_attention`` for a loaded ``torch.export`` program (sandbox host only)."""
     return trace_exported_attention(program, inputs, layers=layers, heads=heads,
                                     dtype=dtype).attentions
+
+
+_UNLIFTED: weakref.WeakKeyDictionary[ExportedProgram, torch.nn.Module] = (
+    weakref.WeakKeyDictionary())
+
+
+def _unlifted(program: ExportedProgram) -> torch.nn.Module:
+    """``program.module()``, built once per program: building it costs as much as a forward."""
+    module = _UNLIFTED.get(program)
+    if module is None:
+        module = _UNLIFTED[program] = program.module()
+    return module
 
 
 def _as_call(inputs: Any) -> tuple[tuple, dict]:
