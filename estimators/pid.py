@@ -20,12 +20,15 @@ pair marginals, ``λ[x1, y]`` and ``μ[x2, y]``:
     s.t. g[x1,x2] = logsumexp_y (λ[x1,y] + μ[x2,y]) <= 0      for every pair (x1, x2)
 
 (only ``y`` with ``p(x1,y) > 0`` and ``p(x2,y) > 0`` enter a pair's sum: no other cell can
-carry mass). We follow its log-barrier central path with damped Newton steps. The Hessian
-block of λ is block-diagonal (one ``|Y|×|Y|`` block per x1), so it is eliminated exactly and
-each step solves one dense positive-definite system over the smaller of λ and μ. On the path
-``q[x1,x2,y] = softmax_y(λ+μ) / (-t g[x1,x2])`` is primal; iterative proportional fitting
-puts it exactly on the marginals, and its objective minus the dual objective is a
-**certified duality gap**: the exact atoms lie within ``gap`` bits of the returned ones.
+carry mass). A primal–dual interior-point method (slacks ``z = -g``, multipliers ``s`` of
+the pair constraints, Mehrotra predictor–corrector) solves it in 10–20 Newton steps on dense
+problems; a log-barrier method with feasible dual iterates takes over when that stalls (very
+sparse or degenerate supports). In both, the Newton matrix has a block-diagonal λ-λ part
+(one ``|Y|×|Y|`` block per x1), which is eliminated exactly, so each step is one GEMM and
+one Cholesky of order ``min(|X1|,|X2|)·|Y|``. The primal estimate ``q = s·softmax_y(λ+μ)``
+is fitted exactly onto the marginals by iterative proportional fitting, and its objective
+minus the (shifted to feasible) dual objective is a **certified duality gap**: each exact
+atom lies within ``gap`` bits of the returned one.
 """
 
 from __future__ import annotations
