@@ -221,8 +221,11 @@ ESTIMATORS: frozenset[str] = frozenset({
     "estimators.attribution.attribute",
     "estimators.interactions.cross_hessian",
     "estimators.interactions.interaction_heatmap",
+    "estimators.interactions.integrated_hessians",
     "estimators.attention.capture_attention",
+    "estimators.attention.trace_attention",
     "estimators.ablation.ablate",
+    "estimators.ablation.modality_shapley",
     "estimators.emap.emap_logits",
 })
 """Estimator functions a request may call by dotted name, as ``fn(model, **kwargs)``."""
@@ -356,6 +359,13 @@ def _op_estimator(model: Any, args: dict[str, Any]) -> Any:
     if name not in ESTIMATORS:
         raise ProgramError(f"estimator {name!r} is not allowed; allowed: {sorted(ESTIMATORS)}",
                            "op")
+    if isinstance(kwargs.get("dtype"), str):  # a torch dtype travels as its name
+        import torch
+
+        dtype = getattr(torch, kwargs["dtype"], None)
+        if not isinstance(dtype, torch.dtype):
+            raise ProgramError(f"unknown dtype {kwargs['dtype']!r}; use e.g. 'float16'")
+        kwargs["dtype"] = dtype
     module_name, _, function_name = name.rpartition(".")
     try:
         function = getattr(importlib.import_module(module_name), function_name)

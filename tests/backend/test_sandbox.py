@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -34,6 +35,7 @@ from backend.services.sandbox import (
 )
 from backend.workers.sandbox_host import LoadedProgram, ProgramError
 from estimators.model import ModalitySpec, ModelSpec, MultimodalModel
+from tests.fixtures.attention_models import sdpa_transformer
 from tests.fixtures.models import additive, cnn_text
 from tests.fixtures.pt2 import export_pt2, hostile_pt2
 
@@ -158,12 +160,51 @@ def test_cross_hessian_through_the_unflattened_program_equals_eager(
     assert torch.equal(cross_hessian(loaded), want)
 
 
-def test_estimator_op_runs_an_allowlisted_estimator_like_eager(
-        sandboxed: SandboxedModel, eager: MultimodalModel) -> None:
-    ablation = pytest.importorskip("estimators.ablation")
+ESTIMATOR_CALLS = [
+    ("estimators.ablation.ablate", {"drop": ["text"]}),
+    ("estimators.interactions.cross_hessian", {"a": "image", "b": "text", "target": 1}),
+    ("estimators.interactions.interaction_heatmap", {"a": "image", "b": "text", "target": 1}),
+    ("estimators.attribution.attribute",
+     {"target": 1, "method": "integrated_gradients", "n_steps": 8}),
+]
+
+
+def _same(got: Any, want: Any) -> bool:
+    """Exact equality of result trees (tensors bit for bit)."""
+    if isinstance(want, Tensor):
+        return isinstance(got, Tensor) and torch.equal(got, want)
+    if isinstance(want, dict):
+        return isinstance(got, dict) and got.keys() == want.keys() and all(
+            _same(got[k], want[k]) for k in want)
+    if isinstance(want, list):
+        return isinstance(got, list) and len(got) == len(want) and all(
+            _same(g, w) for g, w in zip(got, want, strict=True))
+    return got == want
+
+
+@pytest.mark.parametrize(("name", "kwargs"), ESTIMATOR_CALLS, ids=[c[0] for c in ESTIMATOR_CALLS])
+def test_estimators_run_in_the_host_exactly_as_in_process(
+        sandboxed: SandboxedModel, eager: MultimodalModel, name: str,
+        kwargs: dict[str, Any]) -> None:
+    module_name, _, function_name = name.rpartition(".")
+    function = getattr(pytest.importorskip(module_name), function_name)
     inputs = eager.spec.example_inputs(3, seed=5)
-    got = sandboxed.estimator("estimators.ablation.ablate", inputs=inputs, drop=["text"])
-    assert torch.equal(got, ablation.ablate(eager, inputs, ["text"]))
+    got = sandboxed.estimator(name, inputs=inputs, **kwargs)
+    # results travel as plain trees: dataclasses arrive as dicts of their fields
+    want = wire.unpack(*wire.pack(function(eager, inputs, **kwargs)))
+    assert _same(got, want)
+
+
+def test_attention_maps_of_a_sandboxed_transformer_equal_eager(
+        tmp_path: Path, pool: SandboxPool) -> None:
+    attention = pytest.importorskip("estimators.attention")
+    model = sdpa_transformer()
+    sm = pool.get(export_pt2(model, tmp_path / "sdpa.pt2"), model.spec)
+    inputs = model.spec.example_inputs(2, seed=1)
+    got = sm.estimator("estimators.attention.capture_attention", inputs=inputs)
+    want = attention.capture_attention(model, inputs)
+    assert len(got) == len(want) == 2
+    assert all(torch.equal(g, w) for g, w in zip(got, want, strict=True))
 
 
 # -- refusals and failures --------------------------------------------------------------------
@@ -285,19 +326,6 @@ def _running(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_shutdown_stops_every_host_and_the_pool_can_start_again(
-        tmp_path: Path, cnn_program: Path, eager: MultimodalModel) -> None:
-    pool = SandboxPool(Settings(data_dir=tmp_path / "data"), FAST)
-    sm = pool.get(cnn_program, eager.spec)
-    pid = sm.pid
-    pool.shutdown()
-    assert pool.running() == 0 and sm.pid is None
-    assert pid is not None and not _running(pid)
-    inputs = eager.spec.example_inputs(2)
-    assert torch.equal(sm.logits(inputs), eager(inputs))  # e.g. an app restarted in-process
-    pool.shutdown()
-
-
 # -- the hostile program ----------------------------------------------------------------------
 
 def test_hostile_pt2_runs_only_inside_the_confined_host(tmp_path: Path,
@@ -327,3 +355,14 @@ def test_hostile_pt2_runs_only_inside_the_confined_host(tmp_path: Path,
         assert report["network"].startswith("blocked")
     assert report["limits"]["RLIMIT_NOFILE"] == FAST.open_files
     assert report["limits"]["RLIMIT_AS"] == FAST.memory_mb << 20
+
+
+def test_shutdown_stops_every_host_and_the_pool_starts_again_on_use(
+        pool: SandboxPool, sandboxed: SandboxedModel, eager: MultimodalModel) -> None:
+    inputs = eager.spec.example_inputs(2)
+    sandboxed.logits(inputs)
+    pid = sandboxed.pid
+    assert pool.running() >= 1 and pid is not None
+    pool.shutdown()
+    assert pool.running() == 0 and sandboxed.pid is None and not _running(pid)
+    assert torch.equal(sandboxed.logits(inputs), eager(inputs))  # e.g. an app restarted
