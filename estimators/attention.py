@@ -171,12 +171,16 @@ def _capturing(root: nn.Module, keeper: Keeper, pattern: re.Pattern) -> Iterator
 
 def _hook_multihead(stack: contextlib.ExitStack, module: nn.MultiheadAttention, name: str,
                     keeper: Keeper, owner: int) -> None:
-    """Ask the module for per-head weights, record them, answer the caller as it asked."""
+    """Ask the module for per-head weights, record them, answer the caller as it asked.
+    A layer that will not be kept runs exactly as the caller asked (no weights computed)."""
     signature = inspect.signature(type(module).forward)
-    asked: list[tuple[bool, bool]] = []
+    asked: list[tuple[bool, bool] | None] = []   # None: this call is not recorded
 
     def before(mod: nn.Module, args: tuple, kwargs: dict) -> tuple[tuple, dict] | None:
         if threading.get_ident() != owner:
+            return None
+        if not keeper.wants_next():
+            asked.append(None)
             return None
         bound = signature.bind(mod, *args, **kwargs)
         bound.apply_defaults()
@@ -189,7 +193,11 @@ def _hook_multihead(stack: contextlib.ExitStack, module: nn.MultiheadAttention, 
     def after(_mod: nn.Module, _args: tuple, _kwargs: dict, output: tuple) -> tuple | None:
         if threading.get_ident() != owner:
             return None
-        need_weights, average = asked.pop()
+        wanted = asked.pop()
+        if wanted is None:
+            keeper.skip()
+            return None
+        need_weights, average = wanted
         attn_output, weights = output
         keeper.add(name, weights)
         if not need_weights:

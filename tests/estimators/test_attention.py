@@ -173,8 +173,9 @@ def test_everything_is_restored_when_the_forward_pass_raises() -> None:
     assert len(capture_attention(model, inputs)) == 2
 
 
-def test_layer_head_selection_and_float16_storage_keep_exactly_what_was_asked() -> None:
-    model = sdpa_transformer(n_layers=3)
+@pytest.mark.parametrize("make", [mha_transformer, sdpa_transformer], ids=["mha", "sdpa"])
+def test_layer_head_selection_and_float16_storage_keep_exactly_what_was_asked(make) -> None:
+    model = make(n_layers=3)
     inputs = padded_inputs(model)
     full = trace_attention(model, inputs)
     kept = trace_attention(model, inputs, layers=[-1, 0], heads=[3, 1], dtype=torch.float16)
@@ -184,6 +185,10 @@ def test_layer_head_selection_and_float16_storage_keep_exactly_what_was_asked() 
                                strict=True):
         assert mine.dtype == torch.float16
         torch.testing.assert_close(mine.float(), reference[:, [3, 1]], atol=1e-3, rtol=1e-3)
+    middle = trace_attention(model, inputs, layers=[1])   # the others are not even computed
+    assert middle.layers == [1] and middle.n_layers == 3
+    torch.testing.assert_close(middle.attentions[0], full.attentions[1])
+    torch.testing.assert_close(middle.output, full.output)
     with pytest.raises(ValueError, match=r"ran 3 attention layers.*0\.\.2"):
         capture_attention(model, inputs, layers=[3])
     with pytest.raises(ValueError, match=r"has 4 heads"):
