@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from dash import dcc, html
@@ -83,3 +85,14 @@ def human_bytes(n: int | None) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return f"{size:.1f} GB"
+
+
+def gather(**calls: Callable[[], Any]) -> dict[str, Any]:
+    """Run independent API calls at the same time; the first error (an ``ApiError``) raises.
+
+    A page that needs the instance, its prediction and the model's spec waits for the
+    slowest call instead of their sum.
+    """
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        futures = {name: pool.submit(call) for name, call in calls.items()}
+        return {name: future.result() for name, future in futures.items()}

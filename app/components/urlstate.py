@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlencode
 
+PREDICTED = "predicted"  # the target value meaning "explain the predicted class"
+
 # Writes the query (a "?a=1&b=2" string) into the address bar without navigating.
 REPLACE_STATE_JS = """function(query) {
     if (typeof query === "string" && query !== window.location.search) {
@@ -60,3 +62,11 @@ def pick(value: Any, allowed: list, default: Any = None) -> Any:
     if default is not None:
         return default
     return allowed[0] if allowed else None
+
+
+def explain_request(state: dict) -> dict:
+    """The common fields of every ``/explain/*`` request from the page state."""
+    target = state.get("target")
+    return {"model_id": state["model"], "dataset_id": state["dataset"],
+            "index": state["instance"], "output": state.get("output") or "logits",
+            "target": None if target in (None, PREDICTED) else int(target)}

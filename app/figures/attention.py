@@ -15,9 +15,8 @@ import plotly.graph_objects as go
 from app.figures.style import HIGHLIGHT, SEQUENTIAL, base_layout, colorbar
 
 METRIC_NAMES = {
-    "to_image": "share of attention to image tokens",
-    "to_text": "share of attention to text tokens",
     "within": "share of attention within the query's own modality",
+    "cross": "share of attention across modalities",
     "to_cls": "share of attention to the CLS token",
     "entropy": "attention entropy (high = spread out, low = focused)",
 }
@@ -25,7 +24,20 @@ MAX_TICKS = 40
 
 
 def metric_label(metric: str) -> str:
-    return METRIC_NAMES.get(metric, metric.replace("_", " "))
+    """Plain-language name of a per-head statistic (``to_<modality>``, ``<a>-><b>``, ...)."""
+    if metric in METRIC_NAMES:
+        return METRIC_NAMES[metric]
+    if metric.startswith("to_"):
+        return f"share of attention to {metric[3:]} tokens"
+    if "->" in metric:
+        source, target = metric.split("->", 1)
+        return f"share of attention from {source} to {target} tokens"
+    return metric.replace("_", " ")
+
+
+def metric_short(metric: str) -> str:
+    """A colour-bar sized name: ``to image``, ``image → text``, ``entropy``."""
+    return metric.replace("->", " → ").replace("_", " ")
 
 
 def summary_metrics(result: dict) -> list[str]:
@@ -35,8 +47,27 @@ def summary_metrics(result: dict) -> list[str]:
     for row in summary:
         for cell in row:
             keys.extend(k for k in cell if k not in keys)
-    return sorted(keys, key=lambda k: (list(METRIC_NAMES).index(k)
-                                       if k in METRIC_NAMES else len(METRIC_NAMES), k))
+    def order(key: str) -> tuple[int, str]:
+        if key.startswith("to_") and key != "to_cls":
+            return 0, key
+        if "->" in key:
+            return 1, key
+        return 2 + (list(METRIC_NAMES).index(key) if key in METRIC_NAMES else 9), key
+
+    return sorted(keys, key=order)
+
+
+def head_from_event(event: dict | None) -> tuple[int, int] | None:
+    """The ``(layer, head)`` a Dash ``clickData`` event on the head grid points at."""
+    if not event or not event.get("points"):
+        return None
+    point = event["points"][0]
+    custom = point.get("customdata")
+    if isinstance(custom, list | tuple) and len(custom) == 2:
+        return int(custom[0]), int(custom[1])
+    if "x" in point and "y" in point:
+        return round(float(point["y"])), round(float(point["x"]))
+    return None
 
 
 def head_grid_figure(result: dict, metric: str, *, selected: tuple[int, int] | None = None,
@@ -51,8 +82,11 @@ def head_grid_figure(result: dict, metric: str, *, selected: tuple[int, int] | N
             z[layer, head] = np.nan if value is None else float(value)
     ll, hh = np.meshgrid(np.arange(n_layers), np.arange(n_heads), indexing="ij")
     fig = go.Figure(go.Heatmap(
-        z=z, customdata=np.stack([ll, hh], axis=-1), colorscale=SEQUENTIAL, xgap=2, ygap=2,
-        texttemplate="%{z:.2f}", textfont={"size": 13}, colorbar=colorbar(metric_label(metric)),
+        # Nested lists, not an array: plotly would send an array as base64, and a click's
+        # ``customdata`` would then not be the cell's [layer, head].
+        z=z, customdata=np.stack([ll, hh], axis=-1).tolist(), colorscale=SEQUENTIAL,
+        xgap=2, ygap=2,
+        texttemplate="%{z:.2f}", textfont={"size": 13}, colorbar=colorbar(metric_short(metric)),
         hovertemplate="layer %{customdata[0]}, head %{customdata[1]}<br>%{z:.3f}"
                       "<extra>click to open</extra>"))
     if selected is not None:

@@ -32,7 +32,7 @@ def interaction_figure(result: dict, *, selected: tuple[int, int] | None = None,
         matrix = np.zeros((n_a, n_b))
     bound = symmetric_range(matrix)
     ii, jj = np.meshgrid(np.arange(n_a), np.arange(n_b), indexing="ij")
-    custom = np.stack([ii, jj], axis=-1)
+    custom = np.stack([ii, jj], axis=-1).tolist()  # lists: a click gets [i, j] back
     a_text = np.repeat(np.asarray(a_labels, dtype=object)[:, None], n_b, axis=1)
     b_text = np.repeat(np.asarray(b_labels, dtype=object)[None, :], n_a, axis=0)
     hover_text = np.char.add(np.char.add(a_text.astype(str), " × "), b_text.astype(str))

@@ -72,7 +72,7 @@ def image_figure(view: dict, attribution: dict | None = None, *, title: str | No
         bound = symmetric_range(attr)
         fig.add_trace(go.Heatmap(
             z=attr, colorscale=DIVERGING, zmin=-bound, zmax=bound, zmid=0.0, opacity=opacity,
-            colorbar=colorbar(f"{overlay_title} (signed)"), name=overlay_title,
+            colorbar=colorbar(f"{overlay_title} (signed)"), name=overlay_title, meta="overlay",
             hovertemplate="x %{x}, y %{y}<br>" + overlay_title + " %{z:.3g}<extra></extra>"))
     elif overlay is not None:
         grid = np.asarray(overlay, dtype=float)
@@ -80,7 +80,7 @@ def image_figure(view: dict, attribution: dict | None = None, *, title: str | No
         fig.add_trace(go.Heatmap(
             z=grid, x0=(width / gw - 1) / 2, dx=width / gw, y0=(height / gh - 1) / 2,
             dy=height / gh, colorscale=SEQUENTIAL, zmin=0.0, opacity=opacity,
-            colorbar=colorbar(overlay_title), name=overlay_title,
+            colorbar=colorbar(overlay_title), name=overlay_title, meta="overlay",
             hovertemplate="patch row %{y:.0f}, col %{x:.0f}<br>" + overlay_title
                           + " %{z:.3f}<extra></extra>"))
     if highlight and n_elements:
@@ -180,7 +180,7 @@ def timeseries_figure(view: dict, attribution: dict | None = None, *, title: str
                 z=attr[ch][None, :], x=t, y0=(low + high) / 2, dy=high - low,
                 colorscale=DIVERGING, zmin=-bound, zmax=bound, zmid=0.0, opacity=opacity,
                 showscale=ch == 0, colorbar=colorbar("attribution (signed)"),
-                name=f"attribution ch {ch + 1}",
+                name=f"attribution ch {ch + 1}", meta="overlay",
                 hovertemplate="t %{x:.3f}<br>attribution %{z:.3g}<extra></extra>"),
                 row=ch + 1, col=1)
         fig.add_trace(go.Scatter(

@@ -21,10 +21,19 @@ from app.components import (
     RELU_MESSAGE,
     ROLLOUT_NOTE,
     alert,
+    gather,
     loading,
     reference,
 )
-from app.components.urlstate import REPLACE_STATE_JS, as_int, as_pair, pick, query_string
+from app.components.urlstate import (
+    PREDICTED,
+    REPLACE_STATE_JS,
+    as_int,
+    as_pair,
+    explain_request,
+    pick,
+    query_string,
+)
 from app.figures import (
     attention_map_figure,
     head_grid_figure,
@@ -34,11 +43,16 @@ from app.figures import (
     probability_figure,
     whatif_figure,
 )
-from app.figures.attention import metric_label, query_weights, segment_of, summary_metrics
+from app.figures.attention import (
+    head_from_event,
+    metric_label,
+    query_weights,
+    segment_of,
+    summary_metrics,
+)
 
 TABS = {"attr": "Attributions", "inter": "Cross-modal interactions", "attn": "Attention",
         "whatif": "What if…"}
-PREDICTED = "predicted"
 FINDER_LIMIT = 100
 # The toolbar appears on hover only, so it never covers a figure's title in a screenshot.
 GRAPH_CONFIG = {"displaylogo": False, "displayModeBar": "hover",
@@ -53,14 +67,6 @@ def graph(component_id: str, **kwargs: Any) -> dcc.Graph:
 def _blank() -> dict:
     return {"data": [], "layout": {"xaxis": {"visible": False}, "yaxis": {"visible": False},
                                    "height": 40, "margin": {"l": 0, "r": 0, "t": 0, "b": 0}}}
-
-
-def explain_request(state: dict) -> dict:
-    """The common fields of every ``/explain/*`` request from the page state."""
-    target = state.get("target")
-    return {"model_id": state["model"], "dataset_id": state["dataset"],
-            "index": state["instance"], "output": state.get("output") or "logits",
-            "target": None if target in (None, PREDICTED) else int(target)}
 
 
 def _field(label: str, control: Any, *, class_name: str = "field") -> html.Div:
@@ -117,10 +123,11 @@ def layout(**query: str) -> html.Div:
     head = [as_int(query.get("layer")), as_int(query.get("head"))]
     return html.Div(id="instance-page", children=[
         dcc.Store(id="inst-view"), dcc.Store(id="inst-inter-data"),
-        dcc.Store(id="inst-attn-data"), dcc.Store(id="inst-attr-data"),
+        dcc.Store(id="inst-attn-data"),
         dcc.Store(id="inst-pair", data=as_pair(query.get("pair"))),
         dcc.Store(id="inst-head", data=head if None not in head else None),
         dcc.Store(id="inst-query"), dcc.Store(id="inst-query-applied"),
+        dcc.Store(id="inst-total"),
         html.Div(className="page-head", children=[
             html.H1("Instance"),
             loading("inst-summary", className="instance-summary"),
@@ -167,9 +174,10 @@ def layout(**query: str) -> html.Div:
                 ]),
             ]),
             html.Div(className="control-row", children=[
-                _field("Attribution method", dcc.Dropdown(
-                    id="inst-method", clearable=False, value=method,
-                    options=[{"label": m["label"], "value": k} for k, m in METHODS.items()])),
+                _field("Attribution method", dcc.RadioItems(
+                    id="inst-method", value=method, inline=True,
+                    options=[{"label": f" {m['label']}", "value": k}
+                             for k, m in METHODS.items()])),
                 _field("Explain the score of", dcc.Dropdown(
                     id="inst-target", clearable=False, value=target,
                     options=_class_options(model))),
@@ -182,7 +190,8 @@ def layout(**query: str) -> html.Div:
         html.Div(className="instance-grid", children=[
             html.Aside(className="side", children=[
                 html.Section(className="card", children=[
-                    html.H2("Prediction"), loading("inst-prediction"),
+                    html.H2("Prediction"),
+                    dcc.Loading(graph("inst-prob-graph"), type="circle", delay_show=150),
                 ]),
                 html.Section(className="card", children=[
                     html.H2("Notes on this instance"),
@@ -240,10 +249,9 @@ def layout(**query: str) -> html.Div:
                     ]),
                     html.P("Click a cell of the grid to open that head.", className="muted hint"),
                     graph("inst-attn-grid"),
+                    graph("inst-attn-map"),
                     html.Div(className="two-col", children=[
-                        graph("inst-attn-map"),
-                        html.Div(children=[graph("inst-attn-image"), graph("inst-attn-text")]),
-                    ]),
+                        graph("inst-attn-image"), graph("inst-attn-text")]),
                     reference(ROLLOUT_NOTE),
                     graph("inst-attn-rollout"),
                 ]),
@@ -318,18 +326,21 @@ def on_project(project, model, dataset):
             pick(dataset, [d["id"] for d in datasets]))
 
 
-@callback(Output("inst-index", "value"),
-          Input("inst-prev", "n_clicks"), Input("inst-next", "n_clicks"),
-          Input("inst-finder", "value"), State("inst-index", "value"),
-          State("inst-view", "data"), prevent_initial_call=True)
-def step_instance(_prev, _next, found, index, view):
-    if ctx.triggered_id == "inst-finder":
-        return dash.no_update if found is None else found
-    total = (view or {}).get("total")
-    index = as_int(index, 0)
-    index += -1 if ctx.triggered_id == "inst-prev" else 1
-    upper = total - 1 if total else index
-    return max(0, min(index, upper))
+# Prev/next and the finder run in the browser: one server round trip less per instance.
+clientside_callback(
+    """function(prev, next, found, index, total) {
+        const trigger = (dash_clientside.callback_context.triggered[0] || {}).prop_id || "";
+        if (trigger.startsWith("inst-finder")) {
+            return (found === null || found === undefined) ? dash_clientside.no_update : found;
+        }
+        let value = (parseInt(index, 10) || 0) + (trigger.startsWith("inst-prev") ? -1 : 1);
+        if (total) { value = Math.min(value, total - 1); }
+        return Math.max(0, value);
+    }""",
+    Output("inst-index", "value"),
+    Input("inst-prev", "n_clicks"), Input("inst-next", "n_clicks"),
+    Input("inst-finder", "value"), State("inst-index", "value"), State("inst-total", "data"),
+    prevent_initial_call=True)
 
 
 @callback(Output("inst-method-note", "children"), Input("inst-method", "value"))
@@ -338,7 +349,8 @@ def describe_method(method):
 
 
 @callback(Output("inst-view", "data"), Output("inst-summary", "children"),
-          Output("inst-prediction", "children"), Output("inst-count", "children"),
+          Output("inst-prob-graph", "figure"), Output("inst-count", "children"),
+          Output("inst-total", "data"),
           Output("inst-target", "options"), Output("inst-filter-label", "options"),
           Output("inst-a", "options"), Output("inst-b", "options"),
           Output("inst-whatif-drop", "options"),
@@ -349,21 +361,24 @@ def load_instance(model_id, dataset_id, index, output):
     keep = (dash.no_update,) * 5
     if model_id is None or dataset_id is None:
         return (None, alert("Choose a model and a dataset (upload them under Models & data).",
-                            kind="info"), None, "", *keep)
+                            kind="info"), _blank(), "", None, *keep)
     index = as_int(index, 0)
     try:
         with client() as api:
-            model, dataset = api.model(model_id), api.dataset(dataset_id)
+            dataset = api.dataset(dataset_id)
             if not 0 <= index < dataset["n"]:
                 return (None, alert(f"Instance {index} does not exist: this dataset has "
                                     f"{dataset['n']} instances (0–{dataset['n'] - 1})."),
-                        None, f"of {dataset['n']}", *keep)
-            view = api.instance(dataset_id, index, model_id=model_id)
-            prediction = api.explain("predict", {
-                "model_id": model_id, "dataset_id": dataset_id, "index": index,
-                "output": output or "logits"})
+                        _blank(), f"of {dataset['n']}", dataset["n"], *keep)
+            found = gather(
+                model=lambda: api.model(model_id),
+                view=lambda: api.instance(dataset_id, index, model_id=model_id),
+                prediction=lambda: api.explain("predict", {
+                    "model_id": model_id, "dataset_id": dataset_id, "index": index,
+                    "output": output or "logits"}))
     except ApiError as exc:
-        return None, alert(exc.message), None, "", *keep
+        return None, alert(exc.message), _blank(), "", None, *keep
+    model, view, prediction = found["model"], found["view"], found["prediction"]
     classes = prediction["classes"]
     predicted, label = prediction["predicted"], prediction["label"]
     correct = predicted == label
@@ -382,9 +397,8 @@ def load_instance(model_id, dataset_id, index, output):
     data = {"view": view, "model": {"id": model["id"], "smooth": model.get("smooth"),
                                     "classes": classes, "modalities": names},
             "prediction": prediction, "total": dataset["n"]}
-    figure = probability_figure(prediction)
-    return (data, summary, dcc.Graph(id="inst-prob-graph", figure=figure, config=GRAPH_CONFIG),
-            f"of {dataset['n']}", _class_options(model), labels, options, options,
+    return (data, summary, probability_figure(prediction), f"of {dataset['n']}", dataset["n"],
+            _class_options(model), labels, options, options,
             [{"label": f" {n}", "value": n} for n in names])
 
 
@@ -420,51 +434,60 @@ def find_instances(model_id, dataset_id, label, correctness, confidence):
 # -- panels ---------------------------------------------------------------------------------
 
 
-@callback(Output("inst-attr-data", "data"), Output("inst-attr", "children",
-                                                   allow_duplicate=True),
-          Input("inst-view", "data"), Input("inst-method", "value"),
+@callback(Output("inst-attr", "children"),
+          Input("inst-model", "value"), Input("inst-dataset", "value"),
+          Input("inst-index", "value"), Input("inst-method", "value"),
           Input("inst-target", "value"), Input("inst-output", "value"),
-          Input("inst-tab", "value"), State("inst-dataset", "value"),
-          prevent_initial_call="initial_duplicate")
-def load_attributions(view, method, target, output, tab, dataset_id):
-    if tab != "attr" or not view:
-        return dash.no_update, dash.no_update
-    request = explain_request({"model": view["model"]["id"], "dataset": dataset_id,
-                               "instance": view["view"]["index"], "target": target,
-                               "output": output})
+          Input("inst-tab", "value"), State("inst-opacity", "value"))
+def attributions(model_id, dataset_id, index, method, target, output, tab, opacity):
+    """Fetch and draw in one step, alongside (not after) the instance load."""
+    index = as_int(index)
+    if tab != "attr" or model_id is None or dataset_id is None or index is None or index < 0:
+        return dash.no_update
+    request = explain_request({"model": model_id, "dataset": dataset_id, "instance": index,
+                               "target": target, "output": output})
     try:
         with client() as api:
-            result = api.explain("attributions", {**request, "method": method})
+            found = gather(
+                result=lambda: api.explain("attributions", {**request, "method": method}),
+                view=lambda: api.instance(dataset_id, index, model_id=model_id),
+                model=lambda: api.model(model_id))
     except ApiError as exc:
-        return None, alert(exc.message)
-    return result, dash.no_update
-
-
-@callback(Output("inst-attr", "children"),
-          Input("inst-attr-data", "data"), Input("inst-opacity", "value"),
-          State("inst-view", "data"), prevent_initial_call=True)
-def draw_attributions(result, opacity, view):
-    if not result or not view:
-        return dash.no_update
-    classes = view["model"]["classes"]
+        return alert(exc.message)
+    result, view = found["result"], {"view": found["view"]}
+    classes = found["model"]["spec"]["classes"]
     target = result.get("target")
-    head = [html.P(className="muted", children=[
+    name = classes[target] if target is not None and 0 <= target < len(classes) else target
+    delta = result.get("delta")
+    head = html.P(className="muted", children=
         f"{METHODS.get(result['method'], {}).get('label', result['method'])} for the score of "
-        f"class “{classes[target] if target is not None and target < len(classes) else target}”. "
-        "Orange pushes towards that class, blue away from it."
-        + (f" Completeness error δ = {result['delta']:.2g}." if result.get("delta") is not None
-           else "")])]
+        f"class “{name}”. Orange pushes towards that class, blue away from it."
+        + (f" Completeness error δ = {delta:.2g}." if delta is not None else ""))
     share = _modality_shares(result)
     graphs = []
-    for name, attribution in result["modalities"].items():
-        modality_view = view["view"]["modalities"].get(name)
+    for modality, attribution in result["modalities"].items():
+        modality_view = view["view"]["modalities"].get(modality)
         if modality_view is None:
             continue
-        title = f"{name} · {share.get(name, 0):.0%} of total |attribution|"
+        title = f"{modality} · {share.get(modality, 0):.0%} of total |attribution|"
         figure = modality_figure(modality_view, attribution, title=title, opacity=opacity)
-        graphs.append(dcc.Graph(id={"type": "inst-attr-graph", "name": name}, figure=figure,
-                                config=GRAPH_CONFIG, className="modality-graph"))
-    return [*head, html.Div(graphs, className="modality-grid")]
+        graphs.append(dcc.Graph(id={"type": "inst-attr-graph", "name": modality},
+                                figure=figure, config=GRAPH_CONFIG, className="modality-graph"))
+    return [head, html.Div(graphs, className="modality-grid")]
+
+
+clientside_callback(
+    """function(opacity, figures) {
+        return figures.map(fig => {
+            const copy = Object.assign({}, fig);
+            copy.data = fig.data.map(t => t.meta === "overlay"
+                ? Object.assign({}, t, {opacity: opacity}) : t);
+            return copy;
+        });
+    }""",
+    Output({"type": "inst-attr-graph", "name": ALL}, "figure"),
+    Input("inst-opacity", "value"), State({"type": "inst-attr-graph", "name": ALL}, "figure"),
+    prevent_initial_call=True)
 
 
 def _modality_shares(result: dict) -> dict[str, float]:
@@ -605,10 +628,8 @@ def load_attention(view, head, query, target, output, tab, dataset_id, metric):
 @callback(Output("inst-head", "data"), Input("inst-attn-grid", "clickData"),
           prevent_initial_call=True)
 def choose_head(click):
-    if not click or not click.get("points"):
-        return dash.no_update
-    custom = click["points"][0].get("customdata")
-    return [int(custom[0]), int(custom[1])] if custom else dash.no_update
+    chosen = head_from_event(click)
+    return list(chosen) if chosen else dash.no_update
 
 
 @callback(Output("inst-attn-grid", "figure"), Output("inst-attn-map", "figure"),
@@ -621,12 +642,18 @@ def draw_attention(result, metric, head, query, view):
     if not result or not view or not metric:
         return (_blank(),) * 5
     selected = tuple(head) if isinstance(head, list) else None
+    if selected is None and None not in (result.get("layer"), result.get("head")):
+        selected = (result["layer"], result["head"])
     grid = head_grid_figure(result, metric, selected=selected,
                             title=f"Heads: {metric_label(metric)}")
     labels, segments = result["labels"], result.get("segments") or []
     head_map, image_fig, text_fig = _blank(), _blank(), _blank()
+    # The API says which layer, head and query it drew (its defaults when none was chosen).
+    query = result.get("query", query)
     if result.get("map"):
-        where = f"layer {selected[0]}, head {selected[1]}" if selected else "chosen head"
+        layer, head_shown = result.get("layer"), result.get("head")
+        where = (f"layer {layer}, " if layer is not None else "the last layer, ") + (
+            f"head {head_shown}" if head_shown is not None else "mean over heads")
         head_map = attention_map_figure(result["map"], labels, segments=segments, query=query,
                                         title=f"Attention of {where}")
         views = view["view"]["modalities"]

@@ -6,8 +6,6 @@ message is shown next to the field it is about, so a person knows which file to 
 
 from __future__ import annotations
 
-import base64
-import binascii
 from typing import Any
 
 import dash
@@ -15,6 +13,7 @@ from dash import ALL, Input, Output, State, callback, ctx, dcc, html
 
 from app.api_client import ApiError, client
 from app.components import alert, human_bytes
+from app.components.forms import decode_upload, field_errors
 from app.components.urlstate import as_int, pick
 
 FORMATS = {
@@ -24,44 +23,6 @@ FORMATS = {
             "meta": ("spec", "ModelSpec (.json)", ".json")},
 }
 FIELDS = ("name", "main", "meta", "dataset")
-
-
-def decode_upload(contents: str | None) -> bytes | None:
-    """The bytes of a ``dcc.Upload`` data URL, or None if there is none or it is garbled."""
-    if not contents or "," not in contents:
-        return None
-    try:
-        return base64.b64decode(contents.split(",", 1)[1], validate=True)
-    except (binascii.Error, ValueError):
-        return None
-
-
-def field_errors(error: ApiError, fields: dict[str, str]) -> dict[str, str]:
-    """Place an API error next to the form field it is about.
-
-    ``fields`` maps the API's field names (``weights``, ``config``, ``file``, ``name``...) to
-    form slots. FastAPI validation errors carry the field in ``loc``; plain messages are
-    matched on the field name they mention; anything else goes to the ``form`` slot.
-    """
-    placed: dict[str, list[str]] = {}
-    details = error.detail if isinstance(error.detail, list) else [error.detail]
-    for detail in details:
-        if isinstance(detail, dict):
-            loc = [str(part) for part in detail.get("loc", [])]
-            text = str(detail.get("msg", detail))
-            slot = next((fields[p] for p in reversed(loc) if p in fields), "form")
-            placed.setdefault(slot, []).append(f"{loc[-1] if loc else 'field'}: {text}")
-            continue
-        text = str(detail)
-        lowered = text.lower()
-        slot = next((s for f, s in fields.items() if f in lowered), "form")
-        if error.status == 413:
-            slot = next(iter(s for f, s in fields.items() if f in ("weights", "program", "file")),
-                        slot)
-        placed.setdefault(slot, []).append(text)
-    if error.status is None:
-        return {"form": error.message}
-    return {slot: "; ".join(texts) + f" (HTTP {error.status})" for slot, texts in placed.items()}
 
 
 def _upload_box(component_id: str, label: str, accept: str) -> html.Div:
@@ -206,7 +167,7 @@ def upload_model(_clicks, project, name, fmt, main_name, main_contents, meta_nam
                 main_field: (main_name, main_bytes), meta_field: (meta_name, meta_bytes)})
     except ApiError as exc:
         placed = field_errors(exc, {"name": "name", main_field: "main", meta_field: "meta",
-                                    "spec": "meta", "config": "meta"})
+                                    "spec": "meta", "config": "meta", "architecture": "meta"})
         return (alert(placed["form"]) if "form" in placed else None, placed.get("name", ""),
                 placed.get("main", ""), placed.get("meta", ""), dash.no_update)
     done = alert(f"Uploaded model “{model['name']}” ({human_bytes(model.get('size_bytes'))}).",

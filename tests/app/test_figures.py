@@ -19,7 +19,13 @@ from app.figures import (
     probability_figure,
     whatif_figure,
 )
-from app.figures.attention import query_weights, segment_of, summary_metrics
+from app.figures.attention import (
+    head_from_event,
+    metric_label,
+    query_weights,
+    segment_of,
+    summary_metrics,
+)
 from app.figures.modality import TOKENS_PER_ROW
 from app.figures.style import DIVERGING, symmetric_range
 
@@ -73,6 +79,7 @@ def test_image_overlay_opacity_and_pixel_axes() -> None:
     fig = modality_figure(IMAGE, ATTRS["image"], opacity=0.3)
     grey, attr = _heatmaps(fig)
     assert attr.opacity == 0.3 and grey.showscale is False
+    assert attr.meta == "overlay" and grey.meta is None  # what the opacity slider changes
     assert fig.layout.xaxis.title.text == "x (pixel)"
     assert fig.layout.yaxis.autorange == "reversed"  # row 0 at the top, as images are
 
@@ -179,8 +186,8 @@ ATTENTION = {
                  {"modality": "image", "role": "patches", "start": 1, "length": 4,
                   "grid": [2, 2]},
                  {"modality": "text", "role": "tokens", "start": 5, "length": 2}],
-    "summary": [[{"entropy": 1.0 + h, "to_image": 0.1 * h} for h in range(3)]
-                for _ in range(2)],
+    "summary": [[{"entropy": 1.0 + h, "to_image": 0.1 * h, "text->image": 0.5}
+                 for h in range(3)] for _ in range(2)],
     "map": (np.ones((7, 7)) / 7).tolist(),
     "rollout": np.eye(7).tolist(),
     "query_grid": [[0.1, 0.2], [0.3, 0.4]],
@@ -188,11 +195,16 @@ ATTENTION = {
 
 
 def test_head_grid_is_layer_by_head_and_marks_the_open_head() -> None:
-    assert summary_metrics(ATTENTION) == ["to_image", "entropy"]
+    assert summary_metrics(ATTENTION) == ["to_image", "text->image", "entropy"]
+    assert metric_label("text->image") == "share of attention from text to image tokens"
+    assert metric_label("to_ecg") == "share of attention to ecg tokens"
     fig = head_grid_figure(ATTENTION, "to_image", selected=(1, 2))
     (heat,) = fig.data
     assert heat.z.shape == (2, 3) and heat.z[1][2] == pytest.approx(0.2)
-    assert heat.customdata[1][2].tolist() == [1, 2]
+    assert list(heat.customdata[1][2]) == [1, 2]
+    assert head_from_event({"points": [{"x": 2, "y": 1, "customdata": [1, 2]}]}) == (1, 2)
+    assert head_from_event({"points": [{"x": 0, "y": 1, "customdata": {"bdata": "x"}}]}) == (1, 0)
+    assert head_from_event(None) is None
     assert fig.layout.xaxis.title.text == "head" and fig.layout.yaxis.title.text == "layer"
     assert fig.layout.shapes[0].x0 == 1.5
 
