@@ -32,9 +32,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     db.create_all()
     # -- demos (backend core): the zoo's scenarios as projects, once (idempotent, no training)
     if settings.register_demos:
+        import threading
+
         from backend.services.demos import register_demos
+        from backend.services.explain import warm_up
 
         register_demos(settings, db)
+        # one-time Captum / torch.func set-up in the background: the first instance view
+        # then answers in well under a second instead of ~5-10 s
+        threading.Thread(target=warm_up, name="estimator-warm-up", daemon=True).start()
     # -- end demos --
     # -- jobs (jobs engineer): durable analyses on Dask; workers start with the first job --
     jobs = JobService(settings, db)

@@ -45,6 +45,8 @@ from backend.services.storage import Storage, cache_key
 from estimators.data import MultimodalDataset
 from estimators.model import ModalitySpec, ModelSpec, MultimodalModel
 
+# Bump when an estimator or a reduction changes, so cached explanations are recomputed.
+CACHE_VERSION = 1
 MAX_IMAGE_SIDE = 128
 MAX_SERIES_LENGTH = 2048
 DIGITS = 6
@@ -245,7 +247,7 @@ class Explainer:
         """The cached result for (model content, dataset content, op, params), or compute
         it with the loaded model under that model's lock and cache it."""
         key = cache_key({
-            "op": op, "dataset": drow.tensors_sha256, "params": params,
+            "v": CACHE_VERSION, "op": op, "dataset": drow.tensors_sha256, "params": params,
             "model": [mrow.sha256, mrow.format, mrow.architecture, mrow.params, mrow.spec]})
         hit = self.storage.read_json("explain", key)
         if hit is not None:
@@ -512,3 +514,38 @@ def attention_view(model: Any, inputs: dict[str, Tensor], *, layer: int | None,
                                   head=head, query=query, tokens=tokens)
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+
+
+# -- warm-up --------------------------------------------------------------------------------
+
+
+def warm_up() -> None:
+    """Run every instance estimator once on a tiny zoo transformer, so the first explanation
+    a user asks for does not pay the one-time set-up of Captum and ``torch.func`` (about
+    5–10 s on a busy 2-core machine; afterwards demo-model views take well under a second).
+    Failures are only logged: warming is an optimisation."""
+    import logging
+
+    try:
+        from estimators.model import ModalitySpec
+        from estimators.zoo import registry
+        from estimators.zoo.architectures import modality_params, token_layout
+
+        spec = ModelSpec(modalities=[
+            ModalitySpec(name="image", kind="image", shape=(1, 4, 4)),
+            ModalitySpec(name="text", kind="text", shape=(3,), dtype="int64",
+                         embedding="encoders.text.embed", vocab=["[PAD]", "a", "b"],
+                         pad_id=0)], classes=["x", "y"])
+        params = {"modalities": modality_params(spec), "n_classes": 2, "dim": 8,
+                  "image_patch": 2}
+        spec = spec.model_copy(update={"token_layout": token_layout(params)})
+        model = MultimodalModel(registry.build("transformer", params), spec)
+        inputs = spec.example_inputs(1, seed=0)
+        run_estimator(model, "estimators.attribution.attribute", inputs=inputs, target=0,
+                      n_steps=4)
+        interaction_map(model, inputs, "image", "text", target=0, output="logits", top_k=3,
+                        weight="input")
+        if _has("estimators.attention"):
+            attention_view(model, inputs, layer=None, head=None, query=None)
+    except Exception:
+        logging.getLogger("crosslens.explain").exception("estimator warm-up failed")
