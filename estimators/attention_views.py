@@ -212,13 +212,14 @@ def explain_attention(attentions: Sequence[Tensor], token_layout: Layout | None,
     segments = validate_token_layout(token_layout, n) if token_layout else []
     if query is None:
         query = next((s.start for s in segments if s.role.lower() in CLS_ROLES), None)
-    grid, grid_segment = None, None
-    if query is not None and segments and any(s.grid for s in segments):
-        if not -n <= query < n:
-            raise ValueError(f"query={query}: the sequence has {n} positions; choose 0..{n - 1}")
+    elif not -n <= query < n:
+        raise ValueError(f"query={query}: the sequence has {n} positions; choose 0..{n - 1}")
+    else:
         query %= n
+    grid, grid_segment = None, None
+    if query is not None and any(s.grid for s in segments):
         target = _grid_segment(segments, query, segment)
-        grid = query_grid(attention_map, segments, query, segment=target.role)
+        grid = query_grid(attention_map, segments, query, segment=target.modality or target.role)
         grid_segment = target.model_dump()
     summary: dict[str, Tensor] = {}
     share = None
