@@ -178,3 +178,5 @@ def test_explain_attention_defaults_to_last_layer_head_mean_and_cls_query() -> N
         explain_attention([a], LAYOUT, head=5)
     with pytest.raises(ValueError, match="1 attention layers"):
         explain_attention([a], LAYOUT, layer=1)
+    with pytest.raises(ValueError, match=r"query=8: the sequence has 8 positions"):
+        explain_attention([a], None, query=8)
