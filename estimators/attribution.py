@@ -23,7 +23,7 @@ feature-space tensor over each element, for the UI, interaction heatmaps and fai
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -221,7 +221,8 @@ def feature_baselines(model: MultimodalModel, inputs: Mapping[str, Tensor],
 # -- Captum wrapper -------------------------------------------------------------------------
 
 
-def feature_forward(model: MultimodalModel, output: Output = "logits"):
+def feature_forward(model: MultimodalModel, output: Output = "logits"
+                    ) -> Callable[..., Tensor]:
     """The model as Captum sees it: ``forward(*features, *token_ids) -> [B, C]``.
 
     Features come in ``model.spec.names`` order, token ids (one per token modality, in

@@ -39,6 +39,7 @@ import functools
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -55,7 +56,7 @@ from estimators.attribution import (
 )
 from estimators.model import MultimodalModel, Output, apply_output
 
-Weight = str  # "input" | "ones"
+Weight = Literal["input", "ones"]
 Features = dict[str, Tensor]
 
 
@@ -320,31 +321,38 @@ def integrated_hessians(model: MultimodalModel, inputs: Mapping[str, Tensor], a:
     rep = {n: v.repeat(m, *[1] * (v.ndim - 1)) for n, v in ids.items()}
     oh_rep = onehot.repeat(m, 1)
 
-    def at_point(feats: Features, ids_: dict[str, Tensor], oh: Tensor) -> tuple[Tensor, Tensor]:
-        f = _sample_fn(model, ids_, oh, output)
-        block = _block(f, feats, a, b, chunk_size)
-        if a != b:  # the first-order diagonal term exists only within a modality
-            return block, feats[a]
-        return block, grad(lambda x: f({**feats, a: x}))(feats[a])
+    def at_point(feats: Features, ids_: dict[str, Tensor], oh: Tensor) -> Tensor:
+        return _block(_sample_fn(model, ids_, oh, output), feats, a, b, chunk_size)
 
+    def grad_at_point(feats: Features, ids_: dict[str, Tensor], oh: Tensor) -> Tensor:
+        f = _sample_fn(model, ids_, oh, output)
+        return grad(lambda x: f({**feats, a: x}))(feats[a])
+
+    sa, sb = features[a].shape[1:], features[b].shape[1:]
+    row_node = torch.arange(m * batch).div(batch, rounding_mode="floor")
+    row_instance = torch.arange(m * batch) % batch
+    # Σ_k ω_k t_k H(z_k) and Σ_k ω_k ∇f(z_k), accumulated chunk by chunk (memory: one block
+    # per instance and per row of a chunk, never m blocks per instance)
+    integral = torch.zeros(batch, *sa, *sb)
+    first_order = torch.zeros(batch, *sa)
     step = internal_batch_size or batch  # one node at a time: large vmaps are slower on CPU
-    blocks, grads = [], []
     for start in range(0, m * batch, step):
         sl = slice(start, start + step)
-        blk, gr = vmap(at_point)({n: v[sl] for n, v in path.items()},
-                                 {n: v[sl] for n, v in rep.items()}, oh_rep[sl])
-        blocks.append(blk.detach())
-        grads.append(gr.detach())
-    sa, sb = features[a].shape[1:], features[b].shape[1:]
-    block = torch.cat(blocks).reshape(m, batch, *sa, *sb)
-    scale = (weights * nodes).reshape(m, *[1] * (block.ndim - 1))
-    integral = (scale * block).sum(0)  # [B, *sa, *sb]
+        args = ({n: v[sl] for n, v in path.items()}, {n: v[sl] for n, v in rep.items()},
+                oh_rep[sl])
+        node = row_node[sl]
+        blk = vmap(at_point)(*args).detach()
+        scale = (weights[node] * nodes[node]).reshape(-1, *[1] * (blk.ndim - 1))
+        integral.index_add_(0, row_instance[sl], scale * blk)
+        if a == b:  # the first-order diagonal term exists only within a modality
+            gr = vmap(grad_at_point)(*args).detach()
+            w = weights[node].reshape(-1, *[1] * (gr.ndim - 1))
+            first_order.index_add_(0, row_instance[sl], w * gr)
     da = delta[a].reshape(batch, *sa, *[1] * len(sb))
     db = delta[b].reshape(batch, *[1] * len(sa), *sb)
     gamma = da * db * integral
     if a == b:
-        g = torch.cat(grads).reshape(m, batch, *sa)
-        first = (weights.reshape(m, *[1] * (g.ndim - 1)) * g).sum(0) * delta[a]
+        first = first_order * delta[a]
         n_a = math.prod(sa)
         flat = gamma.reshape(batch, n_a, n_a)
         flat = flat + torch.diag_embed(first.reshape(batch, n_a))
