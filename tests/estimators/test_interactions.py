@@ -199,3 +199,13 @@ def test_unknown_modality_and_bad_target_are_refused():
         cross_hessian(model, inputs, "a", "c", target=0)
     with pytest.raises(ValueError, match="target"):
         cross_hessian(model, inputs, "a", "b", target=torch.tensor([0, 1, 2]))
+
+
+def test_within_modality_heatmap_is_the_reduced_symmetric_hessian():
+    model = cnn_text()
+    inputs = model.spec.example_inputs(2, seed=6)
+    hm = interaction_heatmap(model, inputs, "text", "text", target=2, weight="ones")
+    block = cross_hessian(model, inputs, "text", "text", target=2)
+    torch.testing.assert_close(hm.matrix, block_to_elements(block, hm.layout_a, hm.layout_b),
+                               atol=1e-6, rtol=1e-4)
+    torch.testing.assert_close(hm.matrix, hm.matrix.transpose(1, 2), atol=1e-6, rtol=1e-4)
