@@ -33,6 +33,7 @@ atom lies within ``gap`` bits of the returned one.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -40,7 +41,7 @@ from typing import Any
 
 import numpy as np
 from scipy import linalg
-from threadpoolctl import threadpool_limits
+from threadpoolctl import ThreadpoolController
 
 _NEGLIGIBLE = 1e-14            # cells below this probability are treated as 0
 _FEASIBLE_RESIDUAL = 1e-12   # max |q(x1,y) - p(x1,y)| accepted as on the marginals
@@ -74,6 +75,15 @@ class PIDResult:
         if self.ci is not None:
             out["ci"] = {k: [float(lo), float(hi)] for k, (lo, hi) in self.ci.items()}
         return out
+
+
+@functools.cache
+def _blas_controller() -> ThreadpoolController:
+    """One scan of the loaded BLAS/OpenMP libraries (a fresh scan costs ~10 ms per call).
+
+    The dense systems here are at most a few thousand wide, where threaded BLAS mostly adds
+    synchronisation, and the service runs many jobs side by side: solves use one thread."""
+    return ThreadpoolController()
 
 
 def validate_distribution(p: Any) -> np.ndarray:
@@ -513,7 +523,7 @@ def pid(p: Any, *, tol: float = 1e-9, max_iter: int = 200) -> PIDResult:
     else:
         swap = n2 > n1                     # eliminate the larger side, Schur over the smaller
         work = core.transpose(1, 0, 2) if swap else core
-        with threadpool_limits(limits=1, user_api="blas"):
+        with _blas_controller().limit(limits=1, user_api="blas"):
             q, gap_nats, solver_info = _solve_min_neg_cond_entropy(work, tol * LOG2, max_iter)
         info.update(solver_info)
         q_info = h_y + _neg_cond_entropy(q)
@@ -556,7 +566,7 @@ def discretize(x: Any, n_clusters: int, *, seed: int = 0) -> np.ndarray:
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
-    with threadpool_limits(limits=1):     # small problems: threads only add contention
+    with _blas_controller().limit(limits=1):   # small problems: threads only add contention
         if feats.shape[1] > 64:
             feats = PCA(n_components=32, random_state=seed).fit_transform(feats)
         labels = KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit_predict(feats)
