@@ -114,3 +114,31 @@ def test_notes_are_validated_and_hidden_from_outsiders(api: FastAPI,
     client.post("/api/v1/notes", headers=ed, json={**base, "text": "private"})
     assert client.get("/api/v1/notes", headers=di).json() == []
     assert client.get(f"/api/v1/notes?project_id={pid}", headers=di).status_code == 404
+
+
+def test_models_datasets_notes_and_explanations_work_on_postgres(postgres_url: str,
+                                                                 tmp_path) -> None:
+    from backend.core.config import Settings
+    from backend.main import create_app
+
+    app = create_app(Settings(data_dir=tmp_path, database_url=postgres_url,
+                              register_demos=False))
+    try:
+        with TestClient(app) as client:
+            pid, ed = project(app, "pg-core", user="pg-ed")
+            model = upload_model(client, ed, pid).json()
+            dataset = upload_dataset(client, ed, pid).json()
+            note = client.post("/api/v1/notes", headers=ed, json={
+                "project_id": pid, "dataset_id": dataset["id"], "index": 2, "text": "pg"})
+            assert note.status_code == 201, note.text
+            assert client.get(f"/api/v1/notes?project_id={pid}&index=2",
+                              headers=ed).json()[0]["text"] == "pg"
+            prediction = client.post("/api/v1/explain/predict", headers=ed, json={
+                "model_id": model["id"], "dataset_id": dataset["id"], "index": 2})
+            assert prediction.status_code == 200
+            assert client.delete(f"/api/v1/datasets/{dataset['id']}",
+                                 headers=ed).status_code == 204
+            assert client.get(f"/api/v1/notes?project_id={pid}", headers=ed).json() == []
+        assert app.state.db.engine.dialect.name == "postgresql"
+    finally:
+        app.state.db.dispose()
