@@ -69,8 +69,9 @@ class Cluster:
 # Imported once by the fork server that worker processes are forked from: a worker (and a
 # worker restarted after a crash) starts with torch and the analyses already imported,
 # instead of paying seconds of imports each time.
-FORKSERVER_PRELOAD = ["distributed", "numpy", "torch", "estimators.model",
-                      "backend.workers.tasks", "backend.workers.analyses"]
+FORKSERVER_PRELOAD = ["distributed", "numpy", "torch", "sklearn.cluster", "estimators.model",
+                      "estimators.pid", "estimators.ablation", "estimators.interaction_types",
+                      "estimators.emap", "backend.workers.tasks", "backend.workers.analyses"]
 
 
 def use_preloaded_forkserver() -> None:

@@ -41,22 +41,16 @@ class ModelParams(_Params):
     model_id: int
 
 
-class PidParams(_Params):
-    """``modalities``: the pair to decompose (default: the first two of the dataset)."""
+class DataPidParams(_Params):
+    """PID of every pair of modalities (and each against the rest when there are more than
+    two); continuous modalities are discretised into ``n_clusters`` by k-means."""
 
-    modalities: tuple[str, str] | None = None
-    n_clusters: int = Field(default=8, ge=2, le=64,
-                            description="clusters per modality when features are continuous")
+    n_clusters: int = Field(default=10, ge=2, le=64)
     n_boot: int = Field(default=100, ge=0, le=1000, description="bootstrap resamples for CIs")
     seed: int = 0
 
 
-class DataPidParams(PidParams):
-    model_id: int | None = Field(
-        default=None, description="only to turn token ids into features (its embedding layer)")
-
-
-class ModelPidParams(PidParams):
+class ModelPidParams(DataPidParams):
     model_id: int
 
 
@@ -170,40 +164,6 @@ def predict(model: MultimodalModel, inputs: dict[str, Tensor]) -> Tensor:
     return model(inputs)
 
 
-def modality_features(model: MultimodalModel | None, inputs: dict[str, Tensor],
-                      name: str) -> Tensor:
-    """One float vector per instance for modality ``name``: continuous inputs flattened;
-    token ids as the mean of their embeddings over non-pad positions (ids themselves are
-    categorical codes, not coordinates), which needs a model."""
-    x = inputs[name]
-    if x.is_floating_point():
-        return x.reshape(x.shape[0], -1).float()
-    if model is None:
-        raise ValueError(f"modality {name!r} holds token ids; pass a model_id so its "
-                         "embedding layer turns them into features")
-    spec = model.spec.modality(name)
-    emb = model.embed(inputs)[name].float()
-    if spec.pad_id is None:
-        return emb.mean(dim=1)
-    mask = (x != spec.pad_id).unsqueeze(-1).float()
-    return (emb * mask).sum(1) / mask.sum(1).clamp_min(1.0)
-
-
-def pair(spec_names: list[str], requested: tuple[str, str] | None) -> tuple[str, str]:
-    if requested is None:
-        if len(spec_names) < 2:
-            raise ValueError("PID needs two modalities; this dataset has "
-                             f"{len(spec_names)}")
-        return spec_names[0], spec_names[1]
-    a, b = requested
-    for m in (a, b):
-        if m not in spec_names:
-            raise ValueError(f"no modality {m!r}; the dataset has {spec_names}")
-    if a == b:
-        raise ValueError("choose two different modalities")
-    return a, b
-
-
 def accuracy(logits: Tensor, labels: Tensor) -> float:
     return float((logits.argmax(-1) == labels).float().mean())
 
@@ -211,54 +171,43 @@ def accuracy(logits: Tensor, labels: Tensor) -> float:
 # -- PID of the data and of the model -------------------------------------------------------
 
 
-def _pid_map(loaded: Loaded, chunk: MultimodalDataset, params: PidParams,
-             with_predictions: bool) -> dict[str, Tensor]:
-    model = loaded.models[0] if loaded.models else None
-    a, b = pair(chunk.names, params.modalities)
-    inputs = model_inputs(model, chunk.inputs) if model is not None else chunk.inputs
-    out = {"x1": modality_features(model, inputs, a),
-           "x2": modality_features(model, inputs, b), "y": chunk.labels}
-    if with_predictions:
-        assert model is not None
-        out["pred"] = predict(model, inputs).argmax(-1)
-    return out
+def _pid_pairs(results: dict[str, Any]) -> dict[str, Any]:
+    return {pair: res.to_dict() for pair, res in results.items()}
 
 
-def _pid_json(result: Any, a: str, b: str, n: int, target: str) -> dict[str, Any]:
-    return {**result.to_dict(), "modalities": [a, b], "n": n, "target": target,
-            "unit": "bits"}
-
-
-def data_pid_map(loaded: Loaded, chunk: MultimodalDataset, params: DataPidParams):
-    return _pid_map(loaded, chunk, params, with_predictions=False)
+def labels_map(loaded: Loaded, chunk: MultimodalDataset, params: DataPidParams):
+    return {"y": chunk.labels}
 
 
 def data_pid_reduce(loaded: Loaded, parts: dict[str, Tensor], params: DataPidParams):
-    a, b = pair(loaded.dataset.names, params.modalities)
-    pid_from_samples = _estimator("estimators.pid:pid_from_samples")
-    res = pid_from_samples(parts["x1"].numpy(), parts["x2"].numpy(), parts["y"].numpy(),
-                           n_clusters=params.n_clusters, seed=params.seed,
-                           n_boot=params.n_boot)
-    return _pid_json(res, a, b, len(parts["y"]), "label")
+    """BROJA PID of the labels (``estimators.pid.dataset_pid``) per pair of modalities, in
+    bits, with bootstrap intervals when ``n_boot > 0``."""
+    dataset_pid = _estimator("estimators.pid:dataset_pid")
+    results = dataset_pid(loaded.dataset, n_clusters=params.n_clusters, seed=params.seed,
+                          n_boot=params.n_boot)
+    return {"n": len(loaded.dataset), "target": "label", "unit": "bits",
+            "pairs": _pid_pairs(results)}
 
 
 def model_pid_map(loaded: Loaded, chunk: MultimodalDataset, params: ModelPidParams):
-    return _pid_map(loaded, chunk, params, with_predictions=True)
+    model = loaded.models[0]
+    return {"pred": predict(model, model_inputs(model, chunk.inputs)).argmax(-1),
+            "y": chunk.labels}
 
 
 def model_pid_reduce(loaded: Loaded, parts: dict[str, Tensor], params: ModelPidParams):
-    """PID of (X1, X2; Ŷ) with Ŷ the model's predicted class (Liang et al. 2023, "model
-    PID"), next to the data's PID of (X1, X2; Y) on the same features and clusters."""
-    a, b = pair(loaded.dataset.names, params.modalities)
-    pid_from_samples = _estimator("estimators.pid:pid_from_samples")
-    x1, x2 = parts["x1"].numpy(), parts["x2"].numpy()
+    """PID with the model's predicted class in place of the label
+    (``estimators.pid.model_pid``, Liang et al. 2023), next to the data's PID on the same
+    discretisation, so the UI can show which interactions the model learned of those in
+    the data."""
+    model = loaded.models[0]
+    data = MultimodalDataset(model_inputs(model, loaded.dataset.inputs), loaded.dataset.labels)
     kwargs = {"n_clusters": params.n_clusters, "seed": params.seed, "n_boot": params.n_boot}
-    model = pid_from_samples(x1, x2, parts["pred"].numpy(), **kwargs)
-    data = pid_from_samples(x1, x2, parts["y"].numpy(), **kwargs)
-    out = _pid_json(model, a, b, len(parts["y"]), "prediction")
-    out["data"] = _pid_json(data, a, b, len(parts["y"]), "label")
-    out["accuracy"] = float((parts["pred"] == parts["y"]).float().mean())
-    return out
+    learned = _estimator("estimators.pid:model_pid")(model, data, **kwargs)
+    actual = _estimator("estimators.pid:dataset_pid")(data, **kwargs)
+    return {"n": len(data), "target": "prediction", "unit": "bits",
+            "accuracy": float((parts["pred"] == parts["y"]).float().mean()),
+            "pairs": _pid_pairs(learned), "data": _pid_pairs(actual)}
 
 
 # -- EMAP gap -------------------------------------------------------------------------------
@@ -436,10 +385,11 @@ def robustness_reduce(loaded: Loaded, parts: dict[str, Tensor], params: Robustne
 # -- registry -------------------------------------------------------------------------------
 
 ANALYSES: dict[str, Analysis] = {a.kind: a for a in (
-    Analysis("data_pid", "PID of the data", DataPidParams, data_pid_map, data_pid_reduce,
-             requires=("estimators.pid:pid_from_samples",), map_share=0.5),
+    Analysis("data_pid", "PID of the data", DataPidParams, labels_map, data_pid_reduce,
+             requires=("estimators.pid:dataset_pid",), chunk_size=5000, map_share=0.1),
     Analysis("model_pid", "PID of the model", ModelPidParams, model_pid_map, model_pid_reduce,
-             requires=("estimators.pid:pid_from_samples",), map_share=0.5),
+             requires=("estimators.pid:model_pid", "estimators.pid:dataset_pid"),
+             map_share=0.3),
     Analysis("emap", "EMAP gap", EmapParams, emap_map, emap_reduce,
              requires=("estimators.emap:emap_logits",), map_share=0.3),
     Analysis("modality_importance", "modality importance", ShapleyParams, importance_map,

@@ -146,8 +146,9 @@ class Env:
             return {"Authorization": f"Bearer {mint_token(session, user)}"}
 
     def submit(self, headers, job: str = "accuracy", **params):
+        params = {"dataset_id": 1, "model_id": 1, **params}
         body = {"project_id": self.project_id, "kind": job,
-                "params": {"dataset_id": 1, "model_id": 1, **params}}
+                "params": {k: v for k, v in params.items() if v is not None}}
         return self.client.post("/api/v1/jobs", json=body, headers=headers)
 
     def job(self, job_id: int, headers) -> dict:
@@ -508,19 +509,29 @@ def test_analyses_match_their_estimators_called_on_the_whole_dataset(env: Env) -
     assert results["emap"]["gap"] == pytest.approx(gap.gap)
 
 
-def test_pid_jobs_run_when_the_estimator_exists_and_are_refused_before(env: Env) -> None:
-    import estimators.pid as pid_module
+def test_pid_jobs_match_the_pid_estimators(env: Env) -> None:
+    from estimators.pid import dataset_pid, model_pid
 
     alice = env.token("alice")
-    for kind in ("data_pid", "model_pid"):
-        r = env.submit(alice, job=kind, n_boot=0, n_clusters=4)
-        if not hasattr(pid_module, "pid_from_samples"):
-            assert r.status_code == 422 and "not available yet" in r.json()["detail"]
-            continue
-        done = env.wait(r.json()["id"], alice, final, timeout=120)
+    options = {"n_boot": 0, "n_clusters": 4}
+    assert env.submit(alice, job="data_pid", **options).status_code == 422  # no model in it
+    data_job = env.submit(alice, job="data_pid", model_id=None, **options).json()
+    model_job = env.submit(alice, job="model_pid", **options).json()
+    results = {}
+    for job in (data_job, model_job):
+        done = env.wait(job["id"], alice, final, timeout=120)
         assert done["state"] == "succeeded", done
-        result = env.client.get(f"/api/v1/jobs/{done['id']}/result", headers=alice).json()
-        atoms = [result[k] for k in ("redundancy", "unique1", "unique2", "synergy")]
-        assert all(a >= -1e-6 for a in atoms)
-        assert sum(atoms) == pytest.approx(result["total"], abs=1e-4)
-        assert result["modalities"] == ["image", "text"]
+        results[job["kind"]] = env.client.get(f"/api/v1/jobs/{job['id']}/result",
+                                              headers=alice).json()
+    model, data = cnn_text(), toy_dataset()
+    expected_data = dataset_pid(data, n_clusters=4)["image|text"]
+    expected_model = model_pid(model, data, n_clusters=4)["image|text"]
+    atoms = ("redundancy", "unique1", "unique2", "synergy", "total")
+    for name in atoms:
+        assert results["data_pid"]["pairs"]["image|text"][name] == pytest.approx(
+            getattr(expected_data, name), abs=1e-9)
+        assert results["model_pid"]["pairs"]["image|text"][name] == pytest.approx(
+            getattr(expected_model, name), abs=1e-9)
+        assert results["model_pid"]["data"]["image|text"][name] == pytest.approx(
+            getattr(expected_data, name), abs=1e-9)
+    assert results["model_pid"]["accuracy"] == 0.75
