@@ -44,20 +44,21 @@ class AveragedMHA(nn.Module):
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple]:
+    """Each variant exported, saved as ``.pt2`` and loaded back: (model, inputs, program)."""
     directory = tmp_path_factory.mktemp("pt2")
     made = {}
     for name, (options, decompose) in VARIANTS.items():
         model = sdpa_transformer(**options)
         inputs = padded_inputs(model)
-        made[name] = (model, inputs, export_pt2(model.module, inputs, directory,
-                                                decompose=decompose, name=f"{name}.pt2"))
+        path = export_pt2(model.module, inputs, directory, decompose=decompose,
+                          name=f"{name}.pt2")
+        made[name] = (model, inputs, torch.export.load(path))
     return made
 
 
 @pytest.mark.parametrize("variant", list(VARIANTS))
 def test_exported_program_attention_equals_eager_capture(exported: dict, variant: str) -> None:
-    model, inputs, path = exported[variant]
-    program = torch.export.load(path)
+    model, inputs, program = exported[variant]
     trace = trace_exported_attention(program, inputs)
     assert trace.names == ["blocks.0.attn", "blocks.1.attn"]
     torch.testing.assert_close(trace.output, model(inputs).detach())
@@ -72,8 +73,8 @@ def test_exported_program_attention_equals_eager_capture(exported: dict, variant
 def test_unflattened_program_wrapped_as_model_gives_the_same_capture(exported: dict,
                                                                      variant: str) -> None:
     """How the sandbox host runs a ``.pt2``: unflattened and wrapped as a MultimodalModel."""
-    model, inputs, path = exported[variant]
-    hosted = MultimodalModel(torch.export.unflatten(torch.export.load(path)), model.spec)
+    model, inputs, program = exported[variant]
+    hosted = MultimodalModel(torch.export.unflatten(program), model.spec)
     trace = trace_attention(hosted, inputs)
     assert trace.names == ["blocks.0.attn", "blocks.1.attn"]
     for mine, eager in zip(trace.attentions, capture_attention(model, inputs), strict=True):
@@ -81,8 +82,7 @@ def test_unflattened_program_wrapped_as_model_gives_the_same_capture(exported: d
 
 
 def test_exported_selection_keeps_chosen_layers_and_heads(exported: dict) -> None:
-    _model, inputs, path = exported["fused-sdpa-gqa"]
-    program = torch.export.load(path)
+    _model, inputs, program = exported["fused-sdpa-gqa"]
     full = trace_exported_attention(program, inputs)
     kept = trace_exported_attention(program, inputs, layers=[-1], heads=[0],
                                     dtype=torch.float16)
@@ -122,6 +122,6 @@ def test_decomposed_sdpa_softmax_is_recognised_by_its_origin(tmp_path: Path) -> 
 
 def test_exported_inputs_that_do_not_match_the_signature_get_a_clear_error(
         exported: dict) -> None:
-    _model, inputs, path = exported["explicit-softmax"]
+    _model, inputs, program = exported["explicit-softmax"]
     with pytest.raises(ValueError, match="do not match the exported program's signature"):
-        trace_exported_attention(torch.export.load(path), {"image": inputs["image"]})
+        trace_exported_attention(program, {"image": inputs["image"]})
