@@ -99,12 +99,18 @@ class _Zygote:
         self.proc: subprocess.Popen[bytes] | None = None
         self.sock: socket.socket | None = None
         self.workdir: Path | None = None
+        self.last_spawn = time.monotonic()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
 
     def spawn(self, config: Mapping[str, Any], fds: list[int]) -> int:
         """Fork a host that gets ``fds`` (requests in, replies out, program, log); its pid."""
         with self.lock:
+            self.last_spawn = time.monotonic()
             for attempt in (1, 2):
-                if self.proc is None or self.proc.poll() is not None:
+                if not self.alive:
                     self._start()
                 try:
                     reply = self._ask({"op": "spawn", "config": dict(config)}, fds)
@@ -119,7 +125,7 @@ class _Zygote:
     def exit_status(self, pid: int) -> int | None:
         """The host's exit code (minus the signal number when killed), None if unknown."""
         with self.lock:
-            if self.proc is None or self.proc.poll() is not None:
+            if not self.alive:
                 return None
             try:
                 status = self._ask({"op": "status", "pid": pid}, [])["status"]
@@ -574,6 +580,14 @@ class SandboxPool:
                         host.stop()
                     finally:
                         host.lock.release()
+            zygote = self._zygote
+            if zygote.alive and not any(host.alive for host in hosts) \
+                    and now - zygote.last_spawn > self.limits.idle_timeout_s \
+                    and zygote.lock.acquire(blocking=False):
+                try:  # nothing to fork for a while: give its memory back
+                    zygote.stop()
+                finally:
+                    zygote.lock.release()
 
     def running(self) -> int:
         """How many hosts are up now."""
@@ -596,6 +610,22 @@ class SandboxPool:
             reaper.join(timeout=5)
 
 
+_process_pools: dict[tuple[str, int], SandboxPool] = {}
+_process_pools_lock = threading.Lock()
+
+
+def process_pool(settings: Settings) -> SandboxPool:
+    """This process's pool, created on first use: for processes without an app (a Dask
+    worker runs ``.pt2`` estimators through it; pass program path + spec to the task, not a
+    ``SandboxedModel``, which holds pipes and cannot be pickled)."""
+    key = (str(Path(settings.data_dir).resolve()), settings.torch_threads)
+    with _process_pools_lock:
+        pool = _process_pools.get(key)
+        if pool is None:
+            pool = _process_pools[key] = SandboxPool(settings)
+        return pool
+
+
 def _shutdown_ref(ref: weakref.ref[SandboxPool]) -> None:
     pool = ref()
     if pool is not None:
@@ -603,4 +633,4 @@ def _shutdown_ref(ref: weakref.ref[SandboxPool]) -> None:
 
 
 __all__ = ["SandboxError", "SandboxInputError", "SandboxLimits", "SandboxPool",
-           "SandboxedModel", "inspect_pt2"]
+           "SandboxedModel", "inspect_pt2", "process_pool"]

@@ -357,6 +357,32 @@ def test_hostile_pt2_runs_only_inside_the_confined_host(tmp_path: Path,
     assert report["limits"]["RLIMIT_AS"] == FAST.memory_mb << 20
 
 
+FORGE_OVERSIZED_REPLY = """
+import fcntl, os, struct
+for name in os.listdir("/proc/self/fd"):
+    fd = int(name)
+    try:
+        is_pipe = os.readlink(f"/proc/self/fd/{fd}").startswith("pipe:")
+        writable = fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_ACCMODE == os.O_WRONLY
+    except OSError:
+        continue
+    if is_pipe and writable:  # the reply pipe: claim a 1 TiB frame is coming
+        os.write(fd, struct.pack(">4sIQ", b"CLX1", 2, 1 << 40) + b"{}")
+"""
+
+
+def test_forged_oversized_reply_is_refused_without_reading_it(tmp_path: Path,
+                                                               pool: SandboxPool) -> None:
+    model = additive()
+    path = hostile_pt2(model, tmp_path / "forger.pt2", tmp_path / "canary.json",
+                       extra_code=FORGE_OVERSIZED_REPLY)
+    running = pool.running()
+    with pytest.raises(SandboxError, match=r"exceeds the limit.*it was stopped") as err:
+        pool.get(path, model.spec)
+    assert err.value.kind == "protocol"
+    assert pool.running() == running  # the forger's host is gone
+
+
 def test_shutdown_stops_every_host_and_the_pool_starts_again_on_use(
         pool: SandboxPool, sandboxed: SandboxedModel, eager: MultimodalModel) -> None:
     inputs = eager.spec.example_inputs(2)
