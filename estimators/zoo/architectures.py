@@ -161,8 +161,11 @@ class Block(nn.Module):
 
 class MultimodalTransformer(TwoStageFusion):
     """[CLS] + per-modality tokens (+ modality-type embeddings) -> joint self-attention
-    blocks -> linear head on [CLS]. Params: ``layers``, ``heads``, ``mlp``,
-    ``image_patch``, ``timeseries_patch``."""
+    blocks -> linear head on the ``readout``: [CLS] (default, ``"cls"``) or the mean of one
+    modality's output tokens (a modality name), which makes that modality's tokens gather
+    what the answer needs from the others (e.g. question words attending to image patches).
+    Params: ``layers``, ``heads``, ``mlp``, ``image_patch``, ``timeseries_patch``,
+    ``readout``."""
 
     def __init__(self, params: Mapping[str, Any]) -> None:
         super().__init__(params)
@@ -179,6 +182,10 @@ class MultimodalTransformer(TwoStageFusion):
         self.blocks = nn.ModuleList(Block(self.dim, heads, mlp) for _ in range(layers))
         self.norm = nn.LayerNorm(self.dim)
         self.head = nn.Linear(self.dim, self.n_classes)
+        self.readout = str(params.get("readout", "cls"))
+        if self.readout != "cls" and self.readout not in self.names:
+            raise ValueError(f"readout must be 'cls' or one of {self.names}, "
+                             f"not {self.readout!r}")
 
     def fuse(self, encodings: Mapping[str, Tensor]) -> Tensor:
         first = encodings[self.names[0]]
@@ -187,7 +194,15 @@ class MultimodalTransformer(TwoStageFusion):
         x = torch.cat(parts, dim=1)
         for block in self.blocks:
             x = block(x)
-        return self.head(self.norm(x[:, 0]))
+        if self.readout == "cls":
+            return self.head(self.norm(x[:, 0]))
+        start = 1
+        for part, name in zip(parts[1:], self.names, strict=True):
+            if name == self.readout:
+                break
+            start += part.shape[1]
+        pooled = x[:, start:start + encodings[self.readout].shape[1]].mean(1)
+        return self.head(self.norm(pooled))
 
 
 def token_layout(params: Mapping[str, Any]) -> list[TokenSegment]:

@@ -255,3 +255,16 @@ def test_zoo_models_use_no_relu() -> None:
         kinds = {type(m) for m in built(architecture).modules()}
         assert not kinds & {torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU,
                             torch.nn.MaxPool1d, torch.nn.MaxPool2d}
+
+
+def test_transformer_reads_out_the_named_modality_tokens() -> None:
+    """With no attention layers, a text readout sees the text and nothing else."""
+    model = built("transformer", layers=0, readout="text")
+    inputs = model.spec.example_inputs(2, seed=6)
+    other = model.spec.example_inputs(2, seed=7)
+    with torch.no_grad():
+        base = model(inputs)
+        assert torch.equal(base, model({**other, "text": inputs["text"]}))
+        assert not torch.equal(base, model({**inputs, "text": other["text"]}))
+    with pytest.raises(registry.ConfigError, match="readout must be 'cls' or one of"):
+        built("transformer", readout="sound")
