@@ -535,3 +535,52 @@ def test_pid_jobs_match_the_pid_estimators(env: Env) -> None:
         assert results["model_pid"]["data"]["image|text"][name] == pytest.approx(
             getattr(expected_data, name), abs=1e-9)
     assert results["model_pid"]["accuracy"] == 0.75
+
+
+def test_jobs_on_postgres_dedupe_and_run_once_with_two_api_processes(
+        postgres_url: str, tmp_path: Path, cluster: Cluster) -> None:
+    """Two services (as two API replicas would) share one Postgres: concurrent identical
+    submissions give one row, and exactly one service claims and runs it."""
+    from sqlalchemy import create_engine, text
+
+    name = f"jobs_{os.getpid()}_{int(time.time() * 1000) % 10**8}"
+    admin = create_engine(postgres_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    url = postgres_url.rsplit("/", 1)[0] + f"/{name}"
+    settings = Settings(data_dir=tmp_path / "data", database_url=url, register_demos=False)
+    db = Database(url)
+    db.create_all()
+    services = [make_service(settings, db, cluster) for _ in range(2)]
+    try:
+        with db.session() as session:
+            users = [ensure_user(session, f"pg{i}") for i in range(4)]
+            project = ensure_project(session, "lab")
+        answers: list = [None] * 8
+
+        def submit(i: int) -> None:
+            answers[i] = services[i % 2].submit(users[i % 4], project.id, "accuracy",
+                                                {"dataset_id": 1, "model_id": 1})
+
+        threads = [threading.Thread(target=submit, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len({job.id for job, _ in answers}) == 1
+        assert sum(created for _, created in answers) == 1
+        for service in services:
+            service.start()
+        done = _wait_row(db, answers[0][0].id, lambda j: j.state in FINAL)
+        assert done.state == "succeeded" and done.attempts == 1
+        assert services[0].read_result(done) == {"n": N_INSTANCES, "accuracy": 0.75}
+    finally:
+        for service in services:
+            service.stop()
+        db.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+FINAL = ("succeeded", "failed", "cancelled")
