@@ -352,6 +352,9 @@ class _Host:
                 with contextlib.suppress(ProcessLookupError):
                     signal.pidfd_send_signal(pidfd, signal.SIGKILL)
                 _exited(pidfd, 5.0)
+            if self.pid is not None:  # processes the program forked stay in its group
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(self.pid, signal.SIGKILL)
             os.close(pidfd)
         self.pid = None
         if self.workdir is not None:
@@ -385,7 +388,7 @@ def _message(header: Mapping[str, Any]) -> str:
 EXPORT_HINT = ("export with torch.export.export(module, (), inputs, dynamic_shapes="
                "{name: {0: torch.export.Dim('batch')} for name in inputs}), where inputs is the "
                "dict of example tensors keyed by modality name, then torch.export.save(ep, path)")
-MAX_GRAPH_JSON_BYTES = 256 << 20
+MAX_GRAPH_JSON_BYTES = 64 << 20
 
 
 def inspect_pt2(path: Path, spec: ModelSpec) -> None:
