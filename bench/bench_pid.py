@@ -60,7 +60,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
     pid(np.full((2, 2, 2), 1 / 8))                       # warm-up (imports, BLAS init)
-    dit_ok = True
+    dit_ok = args.dit_limit > 0                          # --dit-limit 0: ours only
     print(f"{'size':>11} {'dit cone s':>11} {'ours s':>9} {'ratio':>8} {'max|diff|':>10} "
           f"{'gap bits':>9} {'iters':>5} method")
     for size in args.sizes.split(","):

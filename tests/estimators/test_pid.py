@@ -277,3 +277,14 @@ def test_more_than_two_modalities_give_every_pair_and_each_against_the_rest() ->
     assert set(result) == {"a|b", "a|c", "b|c", "a|rest", "b|rest", "c|rest"}
     assert result["a|b"].total < 0.05                       # 3-way XOR: no pair knows y
     assert result["a|rest"].synergy > 0.9                   # ... but a with the rest does
+
+
+def test_token_modalities_are_discretised_by_the_tokens_they_contain() -> None:
+    rng = np.random.default_rng(0)
+    ids = torch.full((300, 6), 3)                                   # class 0: only token 3
+    ids[:150] = torch.from_numpy(rng.choice([2, 4], size=(150, 6)))  # class 1: tokens 2 and 4
+    labels = torch.cat([torch.ones(150), torch.zeros(150)]).long()
+    image = torch.from_numpy(rng.normal(size=(300, 1, 4, 4))).float()
+    result = dataset_pid(MultimodalDataset({"image": image, "text": ids}, labels),
+                         n_clusters=3)["image|text"]
+    assert result.unique2 > 0.9 and result.unique1 < 0.05
