@@ -25,7 +25,6 @@ from torch import Tensor
 from torch.export import ExportedProgram
 from torch.fx import Interpreter, Node
 from torch.fx._pytree import tree_flatten_spec
-from torch.utils import _pytree as pytree
 
 from estimators.attention_core import (
     ATEN_SDPA,
@@ -61,10 +60,8 @@ def trace_exported_attention(program: ExportedProgram, inputs: Any, *,
     keeper = Keeper(layers, heads, dtype, batch_size_of(inputs))
     interpreter = _AttentionInterpreter(_unlifted(program), keeper,
                                         re.compile(module_pattern, re.IGNORECASE))
-    with torch.no_grad():
-        flat_out = interpreter.run(*flat)
-    leaves = list(flat_out) if isinstance(flat_out, tuple | list) else [flat_out]
-    output = pytree.tree_unflatten(leaves, program.call_spec.out_spec)
+    with torch.no_grad():   # the graph's pytree codegen rebuilds the output structure
+        output = interpreter.run(*flat)
     return keeper.finish(output)
 
 

@@ -103,6 +103,25 @@ def test_exported_multihead_weights_split_per_head_and_skip_non_attention_softma
     torch.testing.assert_close(trace.attentions[0].mean(1), trace.output[1])
 
 
+def test_exported_huggingface_bert_softmax_nodes_equal_its_output_attentions() -> None:
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64,
+                                     max_position_embeddings=16, attn_implementation="eager")
+    torch.manual_seed(0)
+    bert = transformers.BertModel(config).eval()
+    mask = torch.ones(2, 9, dtype=torch.long)
+    mask[1, -3:] = 0
+    inputs = {"input_ids": torch.randint(0, 50, (2, 9)), "attention_mask": mask}
+    with torch.no_grad():
+        reference = bert(**inputs, output_attentions=True)
+    trace = trace_exported_attention(torch.export.export(bert, (), kwargs=inputs), inputs)
+    assert trace.names == ["encoder.layer.0.attention.self", "encoder.layer.1.attention.self"]
+    for mine, theirs in zip(trace.attentions, reference.attentions, strict=True):
+        torch.testing.assert_close(mine, theirs, rtol=0, atol=0)
+    torch.testing.assert_close(trace.output.pooler_output, reference.pooler_output)
+
+
 class Mixer(nn.Module):
     """Calls SDPA from a module whose name does not say attention."""
 
