@@ -3,8 +3,10 @@ and upload helpers that go through the HTTP API like a user would."""
 
 from __future__ import annotations
 
+import functools
 import io
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -126,3 +128,14 @@ def stored_files(data_dir: Path) -> list[Path]:
     """Every file in blob storage and scratch space (should be none after a refusal)."""
     return sorted(p for sub in ("blobs", "tmp") for p in (data_dir / sub).rglob("*")
                   if p.is_file())
+
+
+@functools.cache
+def exported_cnn_text() -> bytes:
+    """``tests.fixtures.models.cnn_text`` exported as a ``.pt2`` program the way the README
+    says (keyword inputs, dynamic batch); exported once per test process (export is slow)."""
+    from tests.fixtures.models import cnn_text
+    from tests.fixtures.pt2 import export_pt2
+
+    with tempfile.TemporaryDirectory() as tmp:
+        return export_pt2(cnn_text(), Path(tmp) / "m.pt2").read_bytes()

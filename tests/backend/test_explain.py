@@ -144,15 +144,15 @@ def test_outsiders_cannot_explain_or_learn_that_the_model_exists(
 
 
 def test_pt2_program_is_explained_through_the_sandbox_and_matches_eager(
-        client: TestClient, setup: dict, tmp_path) -> None:
+        client: TestClient, setup: dict) -> None:
     """A toy model exported as a program: prediction and gradients computed in the sandbox
     host equal the eager model's in this process."""
     from estimators.attribution import attribute
+    from tests.backend.factories import exported_cnn_text
     from tests.fixtures.models import cnn_text
-    from tests.fixtures.pt2 import export_pt2
 
     eager = cnn_text()
-    program = export_pt2(eager, tmp_path / "m.pt2").read_bytes()
+    program = exported_cnn_text()
     uploaded = upload_model(client, setup["headers"], setup["pid"], name="exported", files={
         "program": ("m.pt2", program), "spec": ("s.json", eager.spec.model_dump_json())})
     assert uploaded.status_code == 201, uploaded.text

@@ -13,13 +13,14 @@ from backend.core.config import Settings
 from backend.db import ModelRecord
 from tests.backend.factories import (
     dataset_zip,
+    exported_cnn_text,
     model_files,
     project,
     stored_files,
-    tiny_spec,
     upload_dataset,
     upload_model,
 )
+from tests.fixtures.models import cnn_text_spec
 
 
 def test_safetensors_upload_is_validated_stored_and_listed(
@@ -111,9 +112,9 @@ def test_missing_config_or_mixed_fields_say_what_to_send(api: FastAPI,
 def test_pt2_program_is_stored_without_being_loaded(
         api: FastAPI, client: TestClient, settings: Settings) -> None:
     pid, headers = project(api)
-    program = _export_program()
+    program = exported_cnn_text()
     response = upload_model(client, headers, pid, name="exported", files={
-        "program": ("m.pt2", program), "spec": ("spec.json", tiny_spec().model_dump_json())})
+        "program": ("m.pt2", program), "spec": ("spec.json", cnn_text_spec().model_dump_json())})
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["format"] == "pt2" and body["architecture"] is None and body["smooth"] is None
@@ -125,7 +126,7 @@ def test_pt2_without_a_valid_spec_is_refused(api: FastAPI, client: TestClient,
                                             settings: Settings) -> None:
     pid, headers = project(api)
     response = upload_model(client, headers, pid, files={
-        "program": ("m.pt2", _export_program()), "spec": ("spec.json", b'{"modalities": []}')})
+        "program": ("m.pt2", exported_cnn_text()), "spec": ("spec.json", b'{"modalities": []}')})
     assert response.status_code == 422 and "ModelSpec" in response.json()["detail"]
     assert stored_files(settings.data_dir) == []
 
@@ -154,18 +155,3 @@ def test_validate_explains_a_dataset_that_does_not_fit(api: FastAPI,
     assert report["ok"] is False
     assert "image: model expects [1, 8, 8], dataset has [1, 9, 9]" in report["errors"][0]
 
-
-def _export_program() -> bytes:
-    """A real torch.export program of a zoo model (never loaded by the API under test)."""
-    import io
-
-    from estimators.zoo import registry
-
-    _, config = model_files()
-    cfg = json.loads(config)
-    module = registry.build(cfg["architecture"], cfg["params"]).eval()
-    example = tiny_spec().example_inputs(2, seed=0)
-    program = torch.export.export(module, (), kwargs=example)
-    buf = io.BytesIO()
-    torch.export.save(program, buf)
-    return buf.getvalue()
