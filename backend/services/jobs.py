@@ -50,7 +50,7 @@ from backend.core.config import Settings
 from backend.db import Database, Job, User, utcnow
 from backend.services.cluster import Cluster
 from backend.workers import tasks
-from backend.workers.analyses import ANALYSES, PLANNED, Analysis, CatalogSources
+from backend.workers.analyses import ANALYSES, Analysis, CatalogSources
 
 log = logging.getLogger("crosslens.jobs")
 
@@ -168,9 +168,6 @@ class JobService:
     # -- requests -------------------------------------------------------------------------
 
     def analysis(self, kind: str) -> Analysis:
-        if kind not in self.analyses and kind in PLANNED:
-            raise JobRequestError(422, f"{kind} is not available yet: it needs "
-                                       f"{PLANNED[kind]}, which this build does not have")
         if kind not in self.analyses:
             raise JobRequestError(422, f"unknown job kind {kind!r}; choose one of "
                                        f"{sorted(self.analyses)}")

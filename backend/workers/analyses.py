@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 from torch import Tensor
@@ -52,6 +52,20 @@ class DataPidParams(_Params):
 
 class ModelPidParams(DataPidParams):
     model_id: int
+
+
+class SelectionParams(DataPidParams):
+    """Rank ``model_ids`` (2 to 16 models of the project) by how closely the PID of each
+    model's predictions matches the PID of the data."""
+
+    model_ids: list[int] = Field(min_length=2, max_length=16)
+    n_boot: int = Field(default=0, ge=0, le=1000, description="bootstrap resamples for CIs")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SelectionParams:
+        if len(set(self.model_ids)) != len(self.model_ids):
+            raise ValueError("model_ids must be distinct")
+        return self
 
 
 class EmapParams(ModelParams):
@@ -208,6 +222,39 @@ def model_pid_reduce(loaded: Loaded, parts: dict[str, Tensor], params: ModelPidP
     return {"n": len(data), "target": "prediction", "unit": "bits",
             "accuracy": float((parts["pred"] == parts["y"]).float().mean()),
             "pairs": _pid_pairs(learned), "data": _pid_pairs(actual)}
+
+
+# -- model selection ------------------------------------------------------------------------
+
+
+def selection_map(loaded: Loaded, chunk: MultimodalDataset, params: SelectionParams):
+    out = {f"pred{k}": predict(m, model_inputs(m, chunk.inputs)).argmax(-1)
+           for k, m in enumerate(loaded.models)}
+    return {**out, "y": chunk.labels}
+
+
+def selection_reduce(loaded: Loaded, parts: dict[str, Tensor], params: SelectionParams):
+    """Models ranked by the total-variation distance between the interaction profile of
+    their predictions' PID and the data's (``estimators.selection.rank_models``, Liang et
+    al. 2023 §5.3): the best match first."""
+    kwargs = {"n_clusters": params.n_clusters, "seed": params.seed, "n_boot": params.n_boot}
+    model_pid = _estimator("estimators.pid:model_pid")
+    data_pid = _estimator("estimators.pid:dataset_pid")(loaded.dataset, **kwargs)
+    learned = {}
+    for k, model in enumerate(loaded.models):
+        data = MultimodalDataset(model_inputs(model, loaded.dataset.inputs),
+                                 loaded.dataset.labels)
+        learned[str(k)] = model_pid(model, data, **kwargs)
+    ranking = _estimator("estimators.selection:rank_models")(data_pid, learned)
+    rows = []
+    for match in ranking:
+        k = int(match.name)
+        rows.append({"model_id": params.model_ids[k], "name": loaded.model_names[k],
+                     "distance": match.distance, "profile": match.profile,
+                     "accuracy": float((parts[f"pred{k}"] == parts["y"]).float().mean()),
+                     "pid": _pid_pairs(learned[str(k)])})
+    return {"n": len(loaded.dataset), "ranking": rows, "data": _pid_pairs(data_pid),
+            "distance": "total variation between interaction profiles [R,U1,U2,S]/total"}
 
 
 # -- EMAP gap -------------------------------------------------------------------------------
@@ -401,15 +448,13 @@ ANALYSES: dict[str, Analysis] = {a.kind: a for a in (
              chunk_size=200),
     Analysis("embedding", "instance map", InteractionTypeParams, types_map, embedding_reduce,
              requires=("estimators.interaction_types:interaction_types",), chunk_size=200),
+    Analysis("model_selection", "model selection", SelectionParams, selection_map,
+             selection_reduce, requires=("estimators.selection:rank_models",
+                                         "estimators.pid:model_pid"), map_share=0.3),
     Analysis("robustness", "robustness curves", RobustnessParams, robustness_map,
              robustness_reduce, requires=("estimators.ablation:robustness_curve",),
              map_share=0.2),
 )}
-
-# Kinds of the API contract whose estimators have not landed in this build.
-PLANNED: dict[str, str] = {
-    "model_selection": "estimators.selection",
-}
 
 
 # -- where models and datasets come from ----------------------------------------------------
