@@ -637,11 +637,14 @@ def _with_bootstrap(result: PIDResult, p: np.ndarray, n: int, *, n_boot: int, le
 
 # --------------------------------------------------------------------------- datasets, models
 
-def dataset_pid(dataset: Any, *, n_clusters: int = 10, seed: int = 0, n_boot: int = 0
-                ) -> dict[str, PIDResult]:
-    """PID of a ``MultimodalDataset``'s labels; keys as in ``model_pid``."""
-    return _pairwise_pid(dataset, _labels(dataset.labels), n_clusters=n_clusters, seed=seed,
-                         n_boot=n_boot)
+def dataset_pid(dataset: Any, *, n_clusters: int = 10, seed: int = 0, n_boot: int = 0,
+                target: Any = None) -> dict[str, PIDResult]:
+    """PID of a ``MultimodalDataset``'s labels, or of ``target`` (int ``[N]``, e.g. model
+    predictions already computed elsewhere) in their place; keys as in ``model_pid``."""
+    y = _labels(dataset.labels if target is None else target)
+    if len(y) != len(dataset):
+        raise ValueError(f"target has {len(y)} rows but the dataset has {len(dataset)}")
+    return _pairwise_pid(dataset, y, n_clusters=n_clusters, seed=seed, n_boot=n_boot)
 
 
 def model_pid(model: Any, dataset: Any, *, n_clusters: int = 10, seed: int = 0,
@@ -660,8 +663,8 @@ def model_pid(model: Any, dataset: Any, *, n_clusters: int = 10, seed: int = 0,
     with torch.no_grad():
         for inputs, _ in dataset.batches(batch_size):
             predictions.append(model(inputs).argmax(-1).cpu().numpy())
-    return _pairwise_pid(dataset, np.concatenate(predictions).astype(np.int64),
-                         n_clusters=n_clusters, seed=seed, n_boot=n_boot)
+    return dataset_pid(dataset, n_clusters=n_clusters, seed=seed, n_boot=n_boot,
+                       target=np.concatenate(predictions).astype(np.int64))
 
 
 def _modality_features(x: Any) -> np.ndarray:

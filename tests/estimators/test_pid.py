@@ -288,3 +288,14 @@ def test_token_modalities_are_discretised_by_the_tokens_they_contain() -> None:
     result = dataset_pid(MultimodalDataset({"image": image, "text": ids}, labels),
                          n_clusters=3)["image|text"]
     assert result.unique2 > 0.9 and result.unique1 < 0.05
+
+
+def test_precomputed_predictions_give_the_same_pid_as_model_pid() -> None:
+    dataset, models = _synergy_setup()
+    with torch.no_grad():
+        predictions = models["x1 only"](dataset.inputs).argmax(-1)
+    direct = model_pid(models["x1 only"], dataset, n_clusters=4)["x1|x2"]
+    given = dataset_pid(dataset, n_clusters=4, target=predictions)["x1|x2"]
+    np.testing.assert_allclose(given.atoms(), direct.atoms(), atol=0)
+    with pytest.raises(ValueError, match="rows"):
+        dataset_pid(dataset, target=predictions[:10])
