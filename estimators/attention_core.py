@@ -55,15 +55,29 @@ def sdpa_weights(query: Tensor, key: Tensor, attn_mask: Tensor | None = None,
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q * scale) @ k.transpose(-2, -1)   # a fresh tensor: edited in place below
     n_q, n_k = scores.shape[-2], scores.shape[-1]
+    masked = is_causal or attn_mask is not None
     if is_causal:
         causal = torch.ones(n_q, n_k, dtype=torch.bool, device=scores.device).tril()
-        scores.masked_fill_(~causal, -math.inf)
+        scores = _add(scores, _additive(causal, dtype))
     if attn_mask is not None:
-        if attn_mask.dtype == torch.bool:
-            scores = scores.masked_fill_(~attn_mask, -math.inf)
-        else:
-            scores = scores.add_(attn_mask.to(dtype))
-    return torch.softmax(scores, dim=-1).nan_to_num_(0.0)
+        scores = _add(scores, _additive(attn_mask, dtype) if attn_mask.dtype == torch.bool
+                      else attn_mask.to(dtype))
+    weights = torch.softmax(scores, dim=-1)
+    return weights.nan_to_num_(0.0) if masked else weights
+
+
+def _add(scores: Tensor, bias: Tensor) -> Tensor:
+    """``scores + bias``, in place unless the bias broadcasts to a larger shape."""
+    if torch.broadcast_shapes(scores.shape, bias.shape) == scores.shape:
+        return scores.add_(bias)
+    return scores + bias
+
+
+def _additive(keep: Tensor, dtype: torch.dtype) -> Tensor:
+    """A boolean "may attend" mask as 0 / -inf in its own (small, broadcast) shape: adding it
+    to the scores is one cheap pass, where ``masked_fill`` with a broadcast mask is not."""
+    return torch.zeros(keep.shape, dtype=dtype, device=keep.device).masked_fill_(~keep,
+                                                                                 -math.inf)
 
 
 _aten = torch.ops.aten
