@@ -670,15 +670,25 @@ def model_pid(model: Any, dataset: Any, *, n_clusters: int = 10, seed: int = 0,
                        target=np.concatenate(predictions).astype(np.int64))
 
 
-def _modality_features(x: Any) -> np.ndarray:
+def _modality_features(x: Any, seed: int = 0) -> np.ndarray:
     """Float features ``[N, d]`` of one modality: token ids become bag-of-token counts (ids
-    are names, not numbers); everything else is flattened."""
+    are names, not numbers), kept sparse and reduced to 32 dimensions by a truncated SVD when
+    more than 64 distinct tokens occur; everything else is flattened."""
     arr = _as_numpy(x)
     if np.issubdtype(arr.dtype, np.integer) and arr.ndim == 2:
-        n, vocab = arr.shape[0], int(arr.max()) + 1
-        counts = np.zeros((n, vocab))
-        np.add.at(counts, (np.repeat(np.arange(n), arr.shape[1]), arr.reshape(-1)), 1.0)
-        return counts
+        from scipy import sparse
+
+        tokens, column = np.unique(arr, return_inverse=True)
+        n = arr.shape[0]
+        counts = sparse.csr_matrix((np.ones(arr.size), (np.repeat(np.arange(n), arr.shape[1]),
+                                                         column.reshape(-1))),
+                                   shape=(n, len(tokens)))
+        if len(tokens) <= 64:
+            return counts.toarray()
+        from sklearn.decomposition import TruncatedSVD
+
+        with _blas_controller().limit(limits=1):
+            return TruncatedSVD(n_components=32, random_state=seed).fit_transform(counts)
     return arr.reshape(arr.shape[0], -1).astype(np.float64)
 
 
@@ -687,7 +697,7 @@ def _pairwise_pid(dataset: Any, target: np.ndarray, *, n_clusters: int, seed: in
     names = list(dataset.names)
     if len(names) < 2:
         raise ValueError(f"PID needs at least two modalities, the dataset has {names}")
-    feats = {name: _modality_features(dataset.inputs[name]) for name in names}
+    feats = {name: _modality_features(dataset.inputs[name], seed) for name in names}
     symbols = {name: discretize(feats[name], n_clusters, seed=seed) for name in names}
     out: dict[str, PIDResult] = {}
     for i, a in enumerate(names):

@@ -299,3 +299,12 @@ def test_precomputed_predictions_give_the_same_pid_as_model_pid() -> None:
     np.testing.assert_allclose(given.atoms(), direct.atoms(), atol=0)
     with pytest.raises(ValueError, match="rows"):
         dataset_pid(dataset, target=predictions[:10])
+
+
+def test_large_vocabularies_are_reduced_not_densified() -> None:
+    rng = np.random.default_rng(0)
+    ids = torch.from_numpy(rng.integers(0, 5000, size=(400, 12)))
+    inputs = {"text": ids, "x": torch.from_numpy(rng.normal(size=(400, 3))).float()}
+    result = dataset_pid(MultimodalDataset(inputs, torch.from_numpy(rng.integers(0, 2, 400))),
+                         n_clusters=3)["text|x"]
+    assert np.all(np.isfinite(result.atoms())) and result.total < 0.1
