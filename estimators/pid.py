@@ -550,28 +550,31 @@ def discretize(x: Any, n_clusters: int, *, seed: int = 0) -> np.ndarray:
 
     Integer labels ``[N]`` are kept (renumbered densely); anything else is flattened to
     float features ``[N, d]`` and clustered with k-means (``n_clusters`` centres, as the CVX
-    estimator of Liang et al. 2023), after a PCA to 32 dimensions when ``d > 64``. Labels are
-    renumbered over the clusters actually used, so an empty cluster never becomes a zero row.
+    estimator of Liang et al. 2023), after a randomized PCA to 32 dimensions when ``d > 64``
+    (images: memory and time stay bounded). Labels are renumbered over the clusters actually
+    used, so an empty cluster never becomes a zero row.
     """
     arr = _as_numpy(x)
     if arr.ndim == 0 or arr.shape[0] == 0:
         raise ValueError("need at least one sample (an array [N] or [N, d])")
     if arr.ndim == 1 and np.issubdtype(arr.dtype, np.integer):
         return np.unique(arr, return_inverse=True)[1].astype(np.int64)
-    feats = arr.reshape(arr.shape[0], -1).astype(np.float64)
+    feats = arr.reshape(arr.shape[0], -1)
     if not np.all(np.isfinite(feats)):
         raise ValueError("features contain NaN or infinite values")
     if n_clusters < 1:
         raise ValueError(f"n_clusters must be >= 1, got {n_clusters}")
-    distinct, inverse = np.unique(feats, axis=0, return_inverse=True)
-    if len(distinct) <= n_clusters:           # already discrete: no clustering needed
-        return inverse.reshape(-1).astype(np.int64)
     from sklearn.cluster import KMeans
     from sklearn.decomposition import PCA
 
     with _blas_controller().limit(limits=1):   # small problems: threads only add contention
-        if feats.shape[1] > 64:
-            feats = PCA(n_components=32, random_state=seed).fit_transform(feats)
+        if feats.shape[1] > 64 and feats.shape[0] > 32:
+            feats = PCA(n_components=32, svd_solver="randomized",
+                        random_state=seed).fit_transform(feats.astype(np.float32))
+        feats = feats.astype(np.float64)
+        distinct, inverse = np.unique(feats, axis=0, return_inverse=True)
+        if len(distinct) <= n_clusters:       # already discrete: no clustering needed
+            return inverse.reshape(-1).astype(np.int64)
         labels = KMeans(n_clusters=n_clusters, n_init=4, random_state=seed).fit_predict(feats)
     return np.unique(labels, return_inverse=True)[1].astype(np.int64)
 
