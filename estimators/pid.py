@@ -318,7 +318,7 @@ def _solve_min_neg_cond_entropy(p: np.ndarray, tol: float, max_iter: int
         q, gap, info = _primal_dual(p, prob, tol, min(max_iter, 60))
     if gap > tol:
         with np.errstate(all="ignore"):
-            q_b, gap_b, info_b = _barrier(prob, tol, max_newton=max(4 * max_iter, 200))
+            q_b, gap_b, info_b = _barrier(prob, tol, max_newton=min(4 * max_iter, 300))
         info = {**info, **info_b, "method": "barrier"}
         if gap_b < gap:
             q, gap = q_b, gap_b
