@@ -1,10 +1,11 @@
 """Attention capture overhead vs a plain forward pass (target: under 1.5x).
 
 4 layers, 8 heads, 128 tokens ([CLS] + 8×8 image patches + 63 text tokens), d_model 256,
-batch 8, one thread. Each timing is the minimum over repeats, baseline and capture
-interleaved in one process so machine noise hits both alike; ratios are what to read.
+batch 2 (short calls: more of them dodge other jobs on a shared machine), one thread. Each
+timing is the minimum over repeats, baseline and capture interleaved in one process so
+machine noise hits both alike; ratios are what to read.
 
-    .venv/bin/python bench/bench_attention.py [--repeats 15] [--pt2]
+    .venv/bin/python bench/bench_attention.py [--repeats 50] [--batch 2] [--pt2]
 
 ``--pt2`` also times ``trace_exported_attention`` (fx.Interpreter) against calling the same
 exported program's module directly; exporting takes a while.
@@ -50,8 +51,8 @@ def best_of(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, flo
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=50)
+    parser.add_argument("--batch", type=int, default=2)
     parser.add_argument("--pt2", action="store_true")
     args = parser.parse_args()
     torch.set_num_threads(1)

@@ -68,9 +68,9 @@ def sdpa_weights(query: Tensor, key: Tensor, attn_mask: Tensor | None = None,
 
 def _add(scores: Tensor, bias: Tensor) -> Tensor:
     """``scores + bias``, in place unless the bias broadcasts to a larger shape."""
-    if torch.broadcast_shapes(scores.shape, bias.shape) == scores.shape:
-        return scores.add_(bias)
-    return scores + bias
+    fits = bias.ndim <= scores.ndim and all(
+        b in (1, s) for b, s in zip(reversed(bias.shape), reversed(scores.shape), strict=False))
+    return scores.add_(bias) if fits else scores + bias
 
 
 def _additive(keep: Tensor, dtype: torch.dtype) -> Tensor:
