@@ -110,13 +110,14 @@ SCENARIO = Scenario(
         "does not say what is asked, and the question alone does not say which digit it is. "
         "Models that simply add up what each input says (late fusion) cannot solve it; "
         "models that combine the two (early fusion, tensor fusion, the transformer) can. "
-        "The transformer's attention shows which image patches each question word looks at."),
+        "The transformer answers from its question words, so its attention shows which "
+        "image patches each word looks at."),
     spec=SPEC,
     generate=generate,
     recipes=(
         Recipe("transformer", "transformer",
-               {"dim": 48, "heads": 4, "layers": 2, "mlp": 96, "image_patch": 2, "seed": 0},
-               epochs=30, lr=2e-3, batch_size=64),
+               {"dim": 48, "heads": 4, "layers": 2, "mlp": 96, "image_patch": 2,
+                "readout": "text", "seed": 0}, epochs=30, lr=2e-3, batch_size=64),
         Recipe("early_fusion", "early_fusion", {"dim": 48, "hidden": 96, "seed": 0},
                epochs=20, lr=4e-3, batch_size=64),
         Recipe("tensor_fusion", "tensor_fusion", {"dim": 32, "hidden": 64, "rank": 4, "seed": 0},
