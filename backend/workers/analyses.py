@@ -93,12 +93,23 @@ class InteractionTypeParams(ShapleyParams):
 
 
 class RobustnessParams(ModelParams):
+    """``levels``: noise scales (× the modality's standard deviation) or masked fractions in
+    [0, 1]; default: the estimator's levels for the kind."""
+
     kind: Literal["noise", "mask"] = "noise"
-    levels: tuple[float, ...] = Field(default=(0.0, 0.25, 0.5, 1.0, 2.0), min_length=1,
-                                      max_length=20)
+    levels: tuple[float, ...] | None = Field(default=None, min_length=1, max_length=20)
     modalities: tuple[str, ...] | None = None
     baselines: BaselineKind = "zeros"
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _levels_fit_kind(self) -> RobustnessParams:
+        if self.levels is not None and any(lv < 0 for lv in self.levels):
+            raise ValueError("levels must be non-negative")
+        if self.kind == "mask" and self.levels is not None and any(lv > 1 for lv in
+                                                                    self.levels):
+            raise ValueError("mask levels are fractions of elements, in [0, 1]")
+        return self
 
 
 # -- the analysis type ----------------------------------------------------------------------

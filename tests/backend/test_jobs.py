@@ -314,6 +314,8 @@ def test_bad_requests_get_clear_4xx_and_leave_no_job(env: Env) -> None:
     alice, viewer = env.token("alice"), env.token("vic", role="viewer")
     assert env.submit(alice, job="nope").status_code == 422
     assert env.submit(alice, pause_s=-1).status_code == 422
+    masked_twice = env.submit(alice, job="robustness", kind="mask", levels=[0.0, 2.0])
+    assert masked_twice.status_code == 422 and "fractions" in str(masked_twice.json())
     missing = env.submit(alice, model_id=99)
     assert missing.status_code == 404 and "model 99" in missing.json()["detail"]
     assert env.submit(viewer).status_code == 403
