@@ -75,9 +75,10 @@ FORKSERVER_PRELOAD = ["distributed", "numpy", "torch", "sklearn.cluster", "estim
 
 
 def use_preloaded_forkserver() -> None:
-    """Make this process' Dask nannies fork workers from a preloaded fork server.
+    """Make this process' Dask nannies fork non-daemonic workers (a worker starts ``.pt2``
+    sandbox hosts as its children) from a preloaded fork server.
 
-    Process-wide on purpose: nannies read the method again whenever they restart a worker.
+    Process-wide on purpose: nannies read both settings again whenever they restart a worker.
     """
     from multiprocessing import get_context
 
@@ -85,7 +86,8 @@ def use_preloaded_forkserver() -> None:
 
     for key, value in WORKER_ENV.items():  # the fork server passes them on to every worker
         os.environ.setdefault(key, value)
-    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver"})
+    dask.config.set({"distributed.worker.multiprocessing-method": "forkserver",
+                     "distributed.worker.daemon": False})
     get_mp_context()  # lets distributed set its own preload first; ours replaces it
     get_context("forkserver").set_forkserver_preload(FORKSERVER_PRELOAD)
 
@@ -95,8 +97,7 @@ def start_local_cluster(n_workers: int) -> LocalCluster:
     retried by the scheduler (``allowed-failures: 0``) because the job service retries whole
     jobs with its own bounded count and a readable reason."""
     use_preloaded_forkserver()
-    with dask.config.set({"distributed.scheduler.allowed-failures": 0,
-                          "distributed.worker.daemon": False}):
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
         cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
                                dashboard_address=None, env=dict(WORKER_ENV),
                                silence_logs=logging.WARNING)

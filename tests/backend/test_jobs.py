@@ -589,36 +589,42 @@ def test_jobs_on_postgres_dedupe_and_run_once_with_two_api_processes(
 FINAL = ("succeeded", "failed", "cancelled")
 
 
-def test_jobs_on_catalog_models_rank_a_scenarios_models(tmp_path: Path,
-                                                         cluster: Cluster) -> None:
+@pytest.fixture
+def catalog_env(tmp_path: Path, cluster: Cluster) -> Iterator[Env]:
+    """The app with its default sources (the catalog) on the module's cluster."""
+    settings = Settings(data_dir=tmp_path / "data", register_demos=False)
+    app = create_app(settings)
+    app.state.jobs = JobService(settings, app.state.db, cluster=cluster, lease_s=5.0,
+                                heartbeat_s=0.3, poll_s=0.05)
+    with app.state.db.session() as session:
+        project_id = ensure_project(session, "lab").id
+    with TestClient(app) as client:
+        yield Env(client, app.state.jobs, app.state.db, settings, project_id)
+    app.state.db.dispose()
+
+
+def test_jobs_on_catalog_models_rank_a_scenarios_models(catalog_env: Env) -> None:
     """The default sources: models and dataset registered in the catalog (here the
     synthetic-synergy demo), loaded by the workers from the database and data directory."""
     from backend.services.demos import register_demos
     from estimators.zoo.scenarios import get_scenario
 
-    settings = Settings(data_dir=tmp_path / "data", register_demos=False)
-    app = create_app(settings)
-    app.state.jobs = JobService(settings, app.state.db, cluster=cluster, lease_s=5.0,
-                                heartbeat_s=0.3, poll_s=0.05)
+    env, client = catalog_env, catalog_env.client
     scenario = get_scenario("synthetic-synergy")
-    register_demos(settings, app.state.db, [scenario])
-    with TestClient(app) as client:
-        with app.state.db.session() as session:
-            admin = {"Authorization": "Bearer " + mint_token(
-                session, ensure_user(session, "root", is_admin=True))}
-            project_id = ensure_project(session, scenario.name).id
-        env = Env(client, app.state.jobs, app.state.db, settings, project_id)
-        models = client.get(f"/api/v1/models?project_id={project_id}", headers=admin).json()
-        (dataset,) = client.get(f"/api/v1/datasets?project_id={project_id}",
-                                headers=admin).json()
-        body = {"project_id": project_id, "kind": "model_selection",
-                "params": {"dataset_id": dataset["id"], "model_ids": [m["id"] for m in models],
-                           "n_clusters": 4}}
-        job = client.post("/api/v1/jobs", json=body, headers=admin).json()
-        done = env.wait(job["id"], admin, final, timeout=180)
-        assert done["state"] == "succeeded", done
-        result = client.get(f"/api/v1/jobs/{job['id']}/result", headers=admin).json()
-    app.state.db.dispose()
+    register_demos(env.settings, env.db, [scenario])
+    with env.db.session() as session:
+        admin = {"Authorization": "Bearer " + mint_token(
+            session, ensure_user(session, "root", is_admin=True))}
+        project_id = ensure_project(session, scenario.name).id
+    models = client.get(f"/api/v1/models?project_id={project_id}", headers=admin).json()
+    (dataset,) = client.get(f"/api/v1/datasets?project_id={project_id}", headers=admin).json()
+    body = {"project_id": project_id, "kind": "model_selection",
+            "params": {"dataset_id": dataset["id"], "model_ids": [m["id"] for m in models],
+                       "n_clusters": 4}}
+    job = client.post("/api/v1/jobs", json=body, headers=admin).json()
+    done = env.wait(job["id"], admin, final, timeout=180)
+    assert done["state"] == "succeeded", done
+    result = client.get(f"/api/v1/jobs/{job['id']}/result", headers=admin).json()
     ranking = result["ranking"]
     assert sorted(r["model_id"] for r in ranking) == sorted(m["id"] for m in models)
     assert [r["distance"] for r in ranking] == sorted(r["distance"] for r in ranking)
@@ -626,3 +632,35 @@ def test_jobs_on_catalog_models_rank_a_scenarios_models(tmp_path: Path,
     by_name = {m["name"]: m for m in models}
     for row in ranking:  # the chunked predictions are the registered models' own
         assert row["accuracy"] == pytest.approx(by_name[row["name"]]["accuracy"], abs=0.02)
+
+
+def test_a_pt2_program_runs_in_a_sandbox_host_started_by_the_worker(catalog_env: Env) -> None:
+    """Uploaded through the API, loaded on the worker through the catalog: the program is
+    only ever opened by a sandbox host process (a child of the worker), and the job's
+    predictions equal the eager model's."""
+    from tests.backend.factories import (
+        dataset_tensors,
+        dataset_zip,
+        exported_cnn_text,
+        upload_dataset,
+        upload_model,
+    )
+
+    env = catalog_env
+    alice = env.token("alice")
+    eager = cnn_text()
+    model = upload_model(env.client, alice, env.project_id, name="exported", files={
+        "program": ("m.pt2", exported_cnn_text()), "spec": ("s.json",
+                                                           eager.spec.model_dump_json())})
+    assert model.status_code == 201, model.text
+    data = upload_dataset(env.client, alice, env.project_id, dataset_zip(n=40))
+    assert data.status_code == 201, data.text
+    job = env.submit(alice, job="model_pid", model_id=model.json()["id"],
+                     dataset_id=data.json()["id"], n_boot=0, n_clusters=2).json()
+    done = env.wait(job["id"], alice, final, timeout=180)
+    assert done["state"] == "succeeded", done
+    result = env.client.get(f"/api/v1/jobs/{job['id']}/result", headers=alice).json()
+    t = dataset_tensors(40)
+    with torch.no_grad():
+        predicted = eager({"image": t["image"], "text": t["text"]}).argmax(-1)
+    assert result["accuracy"] == pytest.approx(float((predicted == t["labels"]).float().mean()))
