@@ -17,11 +17,13 @@ from typing import Any
 
 import numpy as np
 import plotly.graph_objects as go
+from plotly.colors import get_colorscale, sample_colorscale
 from plotly.subplots import make_subplots
 
 from app.figures.style import (
     DIVERGING,
     HIGHLIGHT,
+    IMAGE_HIGHLIGHT,
     NEGATIVE,
     NEUTRAL,
     POSITIVE,
@@ -31,8 +33,8 @@ from app.figures.style import (
     symmetric_range,
 )
 
-TOKENS_PER_ROW = 10
-MIN_TOKEN_COLUMNS = 6  # short texts get wide cells instead of a thin strip
+ROW_CHARS = 44  # a text row holds about this many characters before it wraps
+TOKEN_GAP = 0.6
 
 
 def patch_grid(n_patches: int, height: int, width: int) -> tuple[int, int]:
@@ -90,7 +92,7 @@ def image_figure(view: dict, attribution: dict | None = None, *, title: str | No
             r, c = divmod(int(index), cols)
             fig.add_shape(type="rect", x0=c * pw - 0.5, x1=(c + 1) * pw - 0.5,
                           y0=r * ph - 0.5, y1=(r + 1) * ph - 0.5,
-                          line={"color": HIGHLIGHT, "width": 3})
+                          line={"color": IMAGE_HIGHLIGHT, "width": 4})
     base_layout(fig, title=title, height=380)
     fig.update_xaxes(title_text="x (pixel)", range=[-0.5, width - 0.5], constrain="domain",
                      showgrid=False, zeroline=False)
@@ -99,61 +101,75 @@ def image_figure(view: dict, attribution: dict | None = None, *, title: str | No
     return fig
 
 
+def _token_layout(tokens: Sequence[str]) -> list[tuple[int, float, float]]:
+    """``(row, x0, x1)`` per token: boxes as wide as their text, wrapped like a paragraph."""
+    boxes, row, x = [], 0, 0.0
+    for token in tokens:
+        width = max(3.0, len(token) + 2.0)
+        if x > 0 and x + width > ROW_CHARS:
+            row, x = row + 1, 0.0
+        boxes.append((row, x, x + width))
+        x += width + TOKEN_GAP
+    return boxes
+
+
+def _text_colour(fill: str) -> str:
+    """Dark text on light boxes, white on dark ones (``fill`` is ``rgb(r, g, b)``)."""
+    r, g, b = (float(v) for v in fill[fill.index("(") + 1:fill.index(")")].split(","))
+    return "#1f2933" if (0.299 * r + 0.587 * g + 0.114 * b) / 255 > 0.55 else "white"
+
+
 def text_figure(view: dict, attribution: dict | None = None, *, title: str | None = None,
                 highlight: Sequence[int] = (), n_elements: int | None = None,
                 opacity: float = 1.0, weights: Sequence[float] | None = None,
                 weights_title: str = "attention") -> go.Figure:
-    """Tokens in reading order, wrapped into rows, each cell coloured by its attribution.
+    """Tokens in reading order, wrapped like a paragraph, each box coloured by its value.
 
-    ``weights`` (non-negative, e.g. attention from a query) colour with a sequential scale
-    instead. Cells are on numeric axes so repeated tokens never merge.
+    Boxes are as wide as their token, so long words stay readable. ``weights``
+    (non-negative, e.g. attention from a query) use a sequential scale instead of the
+    diverging one. Repeated tokens stay separate boxes; ``customdata`` is the token index.
     """
     tokens = [str(t) for t in view.get("tokens") or []]
     n = len(tokens)
-    if attribution is not None:
-        values = np.asarray(attribution["values"], dtype=float)[:n]
-        signed = True
-    elif weights is not None:
-        values = np.asarray(weights, dtype=float)[:n]
-        signed = False
+    source = attribution["values"] if attribution is not None else weights
+    values = np.zeros(n)
+    if source is not None:
+        given = np.asarray(source, dtype=float)[:n]
+        values[:given.size] = given
+    if weights is not None and attribution is None:
+        low, high, mid = 0.0, float(values.max()) if n and values.max() > 0 else 1.0, None
+        scale, label = get_colorscale(SEQUENTIAL), weights_title
     else:
-        values = np.zeros(n)
-        signed = True
-    n_rows = max(1, math.ceil(n / TOKENS_PER_ROW))
-    n_cols = max(MIN_TOKEN_COLUMNS, min(n, TOKENS_PER_ROW))
-    z = np.full((n_rows, n_cols), np.nan)
-    text = np.full((n_rows, n_cols), "", dtype=object)
-    position = np.full((n_rows, n_cols), -1)
-    for k in range(n):
-        r, c = divmod(k, TOKENS_PER_ROW)
-        z[r, c] = values[k] if k < len(values) else np.nan
-        text[r, c] = tokens[k]
-        position[r, c] = k
-    if signed:
         bound = symmetric_range(values) if n else 1.0
-        scale = {"colorscale": DIVERGING, "zmin": -bound, "zmax": bound, "zmid": 0.0}
-        label = "attribution (signed)" if attribution is not None else ""
-    else:
-        scale = {"colorscale": SEQUENTIAL, "zmin": 0.0,
-                 "zmax": float(np.nanmax(values)) if n and np.nanmax(values) > 0 else 1.0}
-        label = weights_title
-    fig = go.Figure(go.Heatmap(
-        z=z, text=text, customdata=position, texttemplate="%{text}",
-        textfont={"size": 16}, xgap=3, ygap=3, opacity=opacity,
-        showscale=attribution is not None or weights is not None,
-        colorbar=colorbar(label), **scale,
-        hovertemplate="token %{customdata}: %{text}<br>value %{z:.3g}<extra></extra>"))
-    n_highlight = n_elements or n
-    for index in highlight:
-        if 0 <= index < min(n, n_highlight):
-            r, c = divmod(int(index), TOKENS_PER_ROW)
-            fig.add_shape(type="rect", x0=c - 0.5, x1=c + 0.5, y0=r - 0.5, y1=r + 0.5,
-                          line={"color": HIGHLIGHT, "width": 3})
+        low, high, mid = -bound, bound, 0.0
+        scale, label = DIVERGING, "attribution (signed)"
+    fills = sample_colorscale(scale, list(np.clip((values - low) / (high - low), 0, 1)))
+    boxes = _token_layout(tokens)
+    chosen = {int(h) for h in highlight if 0 <= int(h) < min(n, n_elements or n)}
+    fig = go.Figure(go.Scatter(
+        x=[(x0 + x1) / 2 for _, x0, x1 in boxes], y=[row for row, _, _ in boxes],
+        mode="markers", text=tokens, customdata=list(range(n)), name="tokens",
+        marker={"size": 24, "opacity": 0, "color": values, "colorscale": scale, "cmin": low,
+                "cmax": high, "cmid": mid, "showscale": source is not None,
+                "colorbar": {**colorbar(label), "orientation": "h", "y": -0.04,
+                             "yanchor": "top", "len": 0.6, "thickness": 10,
+                             "title": {"text": label, "side": "top"}}},
+        hovertemplate="token %{customdata}: %{text}<br>value %{marker.color:.3g}"
+                      "<extra></extra>"))
+    for k, ((row, x0, x1), token) in enumerate(zip(boxes, tokens, strict=True)):
+        fig.add_shape(type="rect", x0=x0, x1=x1, y0=row - 0.38, y1=row + 0.38,
+                      fillcolor=fills[k], opacity=opacity, layer="below",
+                      line={"color": HIGHLIGHT if k in chosen else "#d9e2ec",
+                            "width": 3 if k in chosen else 1})
+        fig.add_annotation(x=(x0 + x1) / 2, y=row, text=token, showarrow=False,
+                           font={"size": 16, "color": _text_colour(fills[k])})
+    n_rows = (boxes[-1][0] + 1) if boxes else 1
     base_layout(fig, title=title)
     top = fig.layout.margin.t
-    fig.update_layout(height=top + 24 + 60 * n_rows, margin={"b": 16, "l": 16})
-    fig.update_xaxes(visible=False, range=[-0.5, n_cols - 0.5])
-    fig.update_yaxes(visible=False, autorange="reversed")
+    bottom = 70 if source is not None else 16
+    fig.update_layout(height=top + bottom + 46 * n_rows, margin={"b": bottom, "l": 16})
+    fig.update_xaxes(visible=False, range=[-0.5, ROW_CHARS + 0.5])
+    fig.update_yaxes(visible=False, range=[n_rows - 0.5, -0.5])
     return fig
 
 
@@ -223,7 +239,7 @@ def tabular_figure(view: dict, attribution: dict | None = None, *, title: str | 
                                           "width": [3 if k in chosen else 0 for k in order]}},
         customdata=order, hovertemplate="%{y}<br>attribution %{x:.3g}<extra></extra>"))
     base_layout(fig, title=title, height=max(260, 80 + 28 * n))
-    fig.update_xaxes(title_text="attribution (signed: orange supports the class, blue opposes)",
+    fig.update_xaxes(title_text="← against the class · attribution · for the class →",
                      zeroline=True, zerolinecolor="#52606d", zerolinewidth=1.5)
     fig.update_yaxes(autorange="reversed", automargin=True)
     return fig

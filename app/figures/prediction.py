@@ -52,10 +52,12 @@ def whatif_figure(result: dict, *, dropped: list[str], title: str | None = None)
                hovertemplate="%{y}: %{x:.3f}<extra>after</extra>"),
     ])
     base_layout(fig, title=title, height=max(220, 110 + 44 * len(shown)))
-    fig.update_layout(barmode="group", legend={"orientation": "h", "y": -0.25, "x": 0})
+    fig.update_layout(barmode="group", legend={"orientation": "h", "y": 1.02, "x": 0,
+                                               "yanchor": "bottom"})
     fig.update_xaxes(title_text="probability", range=[0, 1], tickformat=".0%")
     fig.update_yaxes(autorange="reversed", automargin=True)
     if result.get("predicted_before") != result.get("predicted_after"):
         fig.add_annotation(text="prediction changes", xref="paper", yref="paper", x=1,
-                           y=1.08, showarrow=False, font={"color": POSITIVE, "size": 15})
+                           y=1.02, yanchor="bottom", xanchor="right", showarrow=False,
+                           font={"color": POSITIVE, "size": 15})
     return fig

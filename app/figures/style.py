@@ -23,6 +23,7 @@ POSITIVE = "#d9650b"  # orange: pushes towards the target class
 NEGATIVE = "#2f6db5"  # blue: pushes away from it
 NEUTRAL = "#9aa5b1"
 HIGHLIGHT = "#111827"  # outline of a selected element, dark so it reads on both scale ends
+IMAGE_HIGHLIGHT = "#ffb000"  # amber: stands out on dark and light pixels alike
 FONT = {"family": "system-ui, -apple-system, Segoe UI, Roboto, Arial, sans-serif",
         "size": 15, "color": "#1f2933"}
 

@@ -26,7 +26,6 @@ from app.figures.attention import (
     segment_of,
     summary_metrics,
 )
-from app.figures.modality import TOKENS_PER_ROW
 from app.figures.style import DIVERGING, symmetric_range
 
 RNG = np.random.default_rng(0)
@@ -68,6 +67,11 @@ def test_signed_attributions_use_a_diverging_scale_centred_on_zero(kind: str) ->
         assert colors[0] != colors[1]  # positive and negative bars differ in colour
         assert list(bar.x) == sorted(bar.x, key=abs, reverse=True)  # largest effect first
         return
+    if kind == "text":
+        marker = fig.data[0].marker
+        assert marker.cmid == 0.0 and marker.cmax == np.abs(values).max() == -marker.cmin
+        assert [c[1] for c in marker.colorscale] == [c[1] for c in DIVERGING]
+        return
     signed = [h for h in _heatmaps(fig) if h.zmid == 0.0]
     assert signed, "no attribution layer"
     layer = signed[0]
@@ -107,22 +111,27 @@ def test_query_attention_is_stretched_over_the_whole_image() -> None:
     assert grid.x0 - grid.dx / 2 == -0.5  # first patch starts at the image's left edge
 
 
-def test_text_tokens_keep_duplicates_and_wrap_into_rows() -> None:
-    tokens = [f"t{k % 3}" for k in range(TOKENS_PER_ROW + 3)]
+def test_text_tokens_keep_duplicates_wrap_and_fit_their_words() -> None:
+    tokens = ["it", "is", "it"] + ["tachycardia"] * 6
     view = {"kind": "text", "tokens": tokens, "values": []}
-    fig = modality_figure(view, {"values": list(range(len(tokens)))}, highlight=[11])
-    (heat,) = _heatmaps(fig)
-    assert heat.z.shape == (2, TOKENS_PER_ROW)
-    assert heat.text[0][0] == heat.text[0][3] == "t0"  # repeated tokens stay separate cells
-    assert heat.customdata[1][1] == 11
-    (rect,) = fig.layout.shapes
-    assert (rect.x0, rect.y0) == (0.5, 0.5)  # token 11 = row 1, column 1
+    fig = modality_figure(view, {"values": [float(k) for k in range(len(tokens))]},
+                          highlight=[2])
+    hover = fig.data[0]
+    assert list(hover.customdata) == list(range(len(tokens)))  # repeated "it" stays separate
+    assert [a.text for a in fig.layout.annotations] == tokens
+    boxes = fig.layout.shapes
+    assert boxes[3].x1 - boxes[3].x0 > boxes[0].x1 - boxes[0].x0  # long words get wide boxes
+    assert len({round(b.y0) for b in boxes}) > 1  # wrapped onto a second row
+    assert boxes[2].line.width == 3 and boxes[0].line.width == 1  # token 2 highlighted
+    assert hover.marker.cmid == 0.0 and hover.marker.cmin == -hover.marker.cmax
 
 
 def test_text_weights_use_a_sequential_scale_from_zero() -> None:
     fig = modality_figure(TEXT, None, weights=[0.1, 0.5, 0.1, 0.1, 0.1, 0.1])
-    (heat,) = _heatmaps(fig)
-    assert heat.zmin == 0.0 and heat.zmax == 0.5 and heat.zmid is None
+    marker = fig.data[0].marker
+    assert marker.cmin == 0.0 and marker.cmax == 0.5 and marker.cmid is None
+    dark = [a.font.color for a in fig.layout.annotations]
+    assert dark[1] != dark[0]  # text colour follows the box: readable on both ends
 
 
 def test_time_series_has_one_panel_per_channel_in_seconds_and_units() -> None:

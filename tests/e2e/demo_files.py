@@ -1,14 +1,14 @@
 """Upload files for the browser tests: a small zoo transformer and a digits dataset zip.
 
-Built from the zoo's digits + question scenario (image 8×8 + 6-token question, yes/no) with
-seeded, untrained weights: the tests need real files the API validates and real attention
-layers, not accuracy.
+Built from the zoo's digits + question scenario (image 8×8 + 6-token question, yes/no): the
+tests need real files the API validates and real attention layers.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import shutil
 import zipfile
 from pathlib import Path
 
@@ -21,8 +21,18 @@ TRANSFORMER = {"dim": 16, "heads": 2, "layers": 2, "mlp": 32, "image_patch": 2, 
 
 
 def model_files(out_dir: Path, name: str = "digits-transformer") -> tuple[Path, Path]:
-    """``(config.json, weights.safetensors)`` of a 2-layer, 2-head zoo transformer."""
+    """``(config.json, weights.safetensors)`` of the digits + question transformer.
+
+    The trained demo weights shipped in the zoo when present (readable screenshots), else a
+    seeded, untrained 2-layer, 2-head transformer of the same architecture.
+    """
     scenario = get_scenario("digits-question")
+    shipped = {m.name: m for m in scenario.models}.get("transformer")
+    if shipped is not None:
+        config, weights = out_dir / f"{name}.json", out_dir / f"{name}.safetensors"
+        shutil.copyfile(shipped.config_path, config)
+        shutil.copyfile(shipped.weights_path, weights)
+        return config, weights
     recipe = next(r for r in scenario.recipes if r.architecture == "transformer")
     recipe = type(recipe)(recipe.name, recipe.architecture, TRANSFORMER)
     params = scenario.model_params(recipe)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
@@ -18,11 +18,22 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
-from tests.conftest import LiveServers
+from tests.conftest import LiveServers, start_servers, stop_servers
 from tests.e2e.demo_files import dataset_zip, model_files
 
 pytestmark = pytest.mark.browser
 TIMEOUT = 60  # first explanations on a cold API load the model and warm torch
+
+
+@pytest.fixture(scope="module")
+def live_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServers]:
+    """One server for the module, without the demo catalogue: this module uploads the demo
+    model itself, through the page, and skipping the catalogue saves half a minute."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CROSSLENS_REGISTER_DEMOS", "false")
+        servers = start_servers(tmp_path_factory.mktemp("crosslens-data"))
+    yield servers
+    stop_servers(servers)
 
 
 @pytest.fixture(scope="module")
@@ -139,8 +150,10 @@ def _click_cell(dash_br, graph_id: str, fx: float, fy: float) -> None:
     """Click a plotly heatmap at fractions (fx, fy) of its plotting area."""
     area: WebElement = dash_br.find_element(f"#{graph_id} .nsewdrag")
     size = area.size
+    dash_br.driver.execute_script("arguments[0].scrollIntoView({block: 'center'})", area)
+    # selenium 4.2 measures the offset from the element's top-left corner
     ActionChains(dash_br.driver).move_to_element_with_offset(
-        area, int(size["width"] * (fx - 0.5)), int(size["height"] * (fy - 0.5))).click().perform()
+        area, int(size["width"] * fx), int(size["height"] * fy)).click().perform()
 
 
 def test_instance_explorer_flow_and_shared_link_reproduce_the_view(
@@ -189,11 +202,15 @@ def test_instance_explorer_flow_and_shared_link_reproduce_the_view(
     pair = _query(dash_br)["pair"]
     _screenshot(dash_br, artifacts_dir / "instance_interactions.png")
 
-    # Attention: click the bottom-right cell of the layer × head grid to open that head.
+    # Attention: click the cell of layer 1, head 1 in the layer × head grid to open it.
     dash_br.find_element("#inst-tab .tab:nth-child(3)").click()
     dash_br.wait_for_element("#inst-attn-grid .heatmaplayer image", timeout=TIMEOUT)
     _idle(dash_br)
-    _click_cell(dash_br, "inst-attn-grid", 0.9, 0.9)
+    shape = httpx.post(f"{live_servers.api_url}/api/v1/explain/attention", json={
+        "model_id": model_id, "dataset_id": dataset_id, "index": 3},
+        headers={"Authorization": f"Bearer {live_servers.admin_token}"}, timeout=60).json()
+    n_layers, n_heads = shape["n_layers"], shape["n_heads"]
+    _click_cell(dash_br, "inst-attn-grid", 1.5 / n_heads, 1.5 / n_layers)  # layer 1, head 1
     _wait(lambda: _query(dash_br).get("layer") == "1" and _query(dash_br).get("head") == "1",
           what="layer 1 head 1 in the URL")
     dash_br.wait_for_contains_text("#inst-attn-map .gtitle", "layer 1, head 1", timeout=TIMEOUT)
