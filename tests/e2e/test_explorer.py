@@ -14,6 +14,7 @@ from urllib.parse import parse_qs, urlparse
 
 import httpx
 import pytest
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -70,7 +71,7 @@ def _wait(condition: Callable[[], object], timeout: float = TIMEOUT, what: str =
                 return value
         except Exception as exc:  # the DOM changes under us while Dash re-renders
             last_error = exc
-        time.sleep(0.1)
+        time.sleep(0.03)
     raise AssertionError(f"timed out waiting for {what or condition}: {last_error}")
 
 
@@ -78,6 +79,15 @@ def _idle(dash_br) -> None:
     """Every pending callback has answered (Dash marks loading components)."""
     _wait(lambda: not dash_br.driver.find_elements(
         By.CSS_SELECTOR, "[data-dash-is-loading='true']"), what="callbacks to finish")
+
+
+def _is_stale(element: WebElement) -> bool:
+    """True once Dash has replaced ``element`` with a newly rendered one."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    return False
 
 
 def _query(dash_br) -> dict[str, str]:
@@ -170,16 +180,23 @@ def test_instance_explorer_flow_and_shared_link_reproduce_the_view(
 
     # Typical instance view: next instance -> prediction and attributions redrawn.
     timings = []
-    for expected in (1, 2, 3):
+    for expected in (1, 2, 3, 4):
+        old_graph = dash_br.find_element("#inst-attr .modality-graph")
         began = time.perf_counter()
         dash_br.find_element("#inst-next").click()
-        dash_br.wait_for_contains_text("#inst-summary", f"#{expected}", timeout=TIMEOUT)
-        _wait(lambda: dash_br.find_elements("#inst-attr .modality-graph"), what="attributions")
-        _idle(dash_br)
+        _wait(lambda k=expected: f"#{k}" in dash_br.find_element("#inst-summary").text,
+              what="the next instance")
+        _wait(lambda old=old_graph: _is_stale(old)
+              and dash_br.find_elements("#inst-attr .modality-graph .heatmaplayer"),
+              what="new attributions")
         timings.append(time.perf_counter() - began)
+        _idle(dash_br)
     (artifacts_dir / "timings.json").write_text(json.dumps({"instance_view_s": timings}))
-    print(f"instance view (next instance, prediction + attributions): "
+    print(f"instance view (next instance -> prediction and attributions drawn): "
           f"{', '.join(f'{t:.2f}' for t in timings)} s")
+    dash_br.find_element("#inst-prev").click()
+    dash_br.wait_for_contains_text("#inst-summary", "#3", timeout=TIMEOUT)
+    _idle(dash_br)
 
     # Switch method: the explanation and the URL follow.
     dash_br.find_element("#inst-method input[value='saliency']").click()
