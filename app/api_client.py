@@ -50,6 +50,8 @@ class ApiClient:
             except ValueError:
                 detail = response.text[:300]
             raise ApiError(response.status_code, detail)
+        if response.status_code == 204 or not response.content:
+            return None  # e.g. DELETE: 204 No Content, whatever its content-type says
         if response.headers.get("content-type", "").startswith("application/json"):
             return response.json()
         return response.content

@@ -244,7 +244,10 @@ def test_instance_explorer_flow_and_shared_link_reproduce_the_view(
     # A note on this instance.
     dash_br.find_element("#inst-note-text").send_keys("the question word 'it' drives this")
     dash_br.find_element("#inst-note-add").click()
-    dash_br.wait_for_contains_text("#inst-notes", "drives this", timeout=TIMEOUT)
+    _wait(lambda: "drives this" in dash_br.find_element("#inst-notes").text
+          or dash_br.find_element("#inst-note-msg").text, what="the note or an error")
+    assert "drives this" in dash_br.find_element("#inst-notes").text, (
+        dash_br.find_element("#inst-note-msg").text)
 
     # Back to interactions, then reload the shared URL: same instance, method, tab, pair, head.
     dash_br.find_element("#inst-tab .tab:nth-child(2)").click()
@@ -273,3 +276,16 @@ def test_api_errors_are_shown_not_raised(dash_br, live_servers: LiveServers,
                        f"&dataset={dataset_id}&instance=999")
     dash_br.wait_for_contains_text("#inst-summary", "has 40 instances", timeout=TIMEOUT)
     _screenshot(dash_br, artifacts_dir / "instance_missing.png")
+
+
+def test_deleting_a_model_asks_first_then_removes_it(
+        dash_br, live_servers: LiveServers, project: int, artifacts_dir: Path) -> None:
+    _login(dash_br, live_servers)
+    dash_br.driver.get(f"{live_servers.ui_url}/models?project={project}")
+    dash_br.wait_for_contains_text("#models-table", "digits-transformer", timeout=TIMEOUT)
+    dash_br.find_element("#models-table .btn-danger").click()
+    confirm = _wait(lambda: dash_br.driver.switch_to.alert, timeout=10, what="the confirmation")
+    assert "cannot be undone" in confirm.text
+    confirm.accept()
+    dash_br.wait_for_contains_text("#models-list", "No models in this project yet", timeout=TIMEOUT)
+    dash_br.wait_for_contains_text("#models-upload-status", "Deleted the model", timeout=10)
