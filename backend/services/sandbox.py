@@ -592,10 +592,12 @@ class SandboxPool:
                 finally:
                     zygote.lock.release()
 
-    def running(self) -> int:
-        """How many hosts are up now."""
+    def running(self, program_path: Path | None = None) -> int:
+        """How many hosts are up now (for one program, when ``program_path`` is given)."""
+        wanted = str(Path(program_path).resolve()) if program_path is not None else None
         with self._lock:
-            return sum(host.alive for host in self._hosts.values())
+            return sum(host.alive for key, host in self._hosts.items()
+                       if wanted is None or key[0] == wanted)
 
     def shutdown(self) -> None:
         """Stop every host and the idle reaper. Handles stay valid: a later call starts
