@@ -402,6 +402,18 @@ def load_instance(model_id, dataset_id, index, output):
             [{"label": f" {n}", "value": n} for n in names])
 
 
+@callback(Output("inst-a", "value"), Output("inst-b", "value"),
+          Input("inst-a", "options"), State("inst-a", "value"), State("inst-b", "value"),
+          prevent_initial_call=True)
+def keep_modalities_valid(options, a, b):
+    """After switching to a model with other modalities, fall back to two it has."""
+    names = [o["value"] if isinstance(o, dict) else o for o in options or []]
+    if not names or (a in names and b in names and a != b):
+        return dash.no_update, dash.no_update
+    new_a = pick(a, names)
+    return new_a, pick(b if b != new_a else None, [n for n in names if n != new_a] or names)
+
+
 @callback(Output("inst-finder", "options"),
           Input("inst-model", "value"), Input("inst-dataset", "value"),
           Input("inst-filter-label", "value"), Input("inst-filter-correct", "value"),
