@@ -17,6 +17,7 @@ process; ``.pt2`` programs go to a sandbox host (``backend/services/sandbox.py``
 from __future__ import annotations
 
 import functools
+import hashlib
 import importlib.util
 import json
 import threading
@@ -218,6 +219,12 @@ def model_lock(row: ModelRecord) -> threading.Lock:
 
 def _config_key(row: ModelRecord) -> str:
     return json.dumps({"a": row.architecture, "p": row.params, "s": row.spec}, sort_keys=True)
+
+
+def model_fingerprint(row: ModelRecord) -> str:
+    """What a model's results depend on: its weights' hash *and* its format, architecture,
+    params and spec (two rows may share weights under different configs or specs)."""
+    return hashlib.sha256(f"{row.sha256}|{row.format}|{_config_key(row)}".encode()).hexdigest()
 
 
 def sandbox_available() -> bool:

@@ -248,7 +248,7 @@ class Explainer:
         it with the loaded model under that model's lock and cache it."""
         key = cache_key({
             "v": CACHE_VERSION, "op": op, "dataset": drow.tensors_sha256, "params": params,
-            "model": [mrow.sha256, mrow.format, mrow.architecture, mrow.params, mrow.spec]})
+            "model": catalog.model_fingerprint(mrow)})
         hit = self.storage.read_json("explain", key)
         if hit is not None:
             return hit

@@ -502,7 +502,8 @@ class CatalogSources:
                 ModelRecord.id == mid, ModelRecord.project_id == project_id))
             if model is None:
                 raise LookupError(f"model {mid} not found in project {project_id}")
-            hashes[mid] = model.sha256
+            hashes[mid] = importlib.import_module("backend.services.catalog").model_fingerprint(
+                model)
             names[mid] = model.name
         return Described(n=dataset.n, model_hashes=hashes, dataset_hash=dataset.tensors_sha256,
                          model_names=names)
