@@ -150,6 +150,25 @@ class ApiClient:
         """``what`` is predict | attributions | interactions | attention | whatif."""
         return self.post(f"/api/v1/explain/{what}", json=request)
 
+    # dataset-level analyses as jobs
+    def submit_job(self, project_id: int, kind: str, params: dict[str, Any]) -> dict:
+        """Queue an analysis; an identical earlier request returns that job instead."""
+        return self.post("/api/v1/jobs", json={"project_id": project_id, "kind": kind,
+                                               "params": params})
+
+    def jobs(self, project_id: int, limit: int = 200) -> list[dict]:
+        """The project's jobs, newest first."""
+        return self.get("/api/v1/jobs", params={"project_id": project_id, "limit": limit})
+
+    def job(self, job_id: int) -> dict:
+        return self.get(f"/api/v1/jobs/{job_id}")
+
+    def cancel_job(self, job_id: int) -> dict:
+        return self.post(f"/api/v1/jobs/{job_id}/cancel")
+
+    def job_result(self, job_id: int) -> dict:
+        return self.get(f"/api/v1/jobs/{job_id}/result")
+
 
 def api_url() -> str:
     return flask.current_app.config["CROSSLENS_API_URL"]

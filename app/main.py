@@ -18,7 +18,8 @@ from app import auth
 from app.config import UISettings
 
 ASSETS_DIR = Path(__file__).resolve().parent.parent / "assets"
-PAGE_MODULES = ("app.pages.home", "app.pages.models", "app.pages.instance")
+PAGE_MODULES = ("app.pages.home", "app.pages.models", "app.pages.instance",
+                "app.pages.dataset", "app.pages.compare")
 NAV = (("Projects", "/"), ("Models & data", "/models"), ("Instance", "/instance"),
        ("Dataset", "/dataset"), ("Compare", "/compare"))
 
