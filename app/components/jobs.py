@@ -123,5 +123,5 @@ def model_ids(value: Any) -> list[int]:
 
 def ranking_rows(result: dict) -> list[dict]:
     """Table rows of the ranking, best match first."""
-    return [{"rank": k + 1, "model": row["name"], "distance": round(row["distance"], 3),
+    return [{"rank": k + 1, "model": row["name"], "distance": f"{row['distance']:.3f}",
              "accuracy": f"{row['accuracy']:.1%}"} for k, row in enumerate(result["ranking"])]

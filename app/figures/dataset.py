@@ -18,6 +18,9 @@ from app.figures.style import NEGATIVE, NEUTRAL, POSITIVE, base_layout, symmetri
 ATOMS = ("redundancy", "unique1", "unique2", "synergy")
 DATA_COLOUR = "#4f86c6"   # the data: blue
 MODEL_COLOUR = POSITIVE   # the model: orange
+# Legends sit at the bottom of the figure, below the x-axis title, never on top of either.
+BOTTOM_LEGEND = {"orientation": "h", "yref": "container", "y": 0.0, "yanchor": "bottom",
+                 "x": 0.0, "xanchor": "left"}
 SERIES_COLOURS = ("#2f6db5", "#d9650b", "#5b8c3a", "#7b4fa0", "#6b7280", "#b8860b")
 EMAP_EXPLANATION = (
     "EMAP replaces the model by its best additive approximation (each modality's effect "
@@ -66,8 +69,7 @@ def pid_figure(pair: str, data: Mapping[str, Any] | None, model: Mapping[str, An
         fig.add_trace(_pid_bars(model, "model (predictions)", MODEL_COLOUR, labels))
     a, b = pair_names(pair)
     base_layout(fig, title=title or f"Information about the label: {a} and {b}", height=380)
-    fig.update_layout(barmode="group", legend={"orientation": "h", "y": -0.18},
-                      margin={"b": 90})
+    fig.update_layout(barmode="group", legend=BOTTOM_LEGEND, margin={"b": 110})
     fig.update_yaxes(title_text="bits", rangemode="tozero", gridcolor="#e5e7eb")
     fig.update_xaxes(title_text="PID atom")
     return fig
@@ -81,9 +83,9 @@ def emap_figure(result: Mapping[str, Any]) -> go.Figure:
                            text=[f"{v:.1%}" for v in values], textposition="outside",
                            hovertemplate="%{x}: %{y:.1%}<extra></extra>"))
     gap = float(result.get("gap", values[0] - values[1]))
-    base_layout(fig, title=f"EMAP gap: {gap:+.1%} accuracy (on {result.get('n', '?')} "
-                           "instances)", height=340)
-    fig.update_yaxes(title_text="accuracy", range=[0, 1.12], tickformat=".0%",
+    base_layout(fig, title=f"EMAP gap: {gap:+.1%} accuracy ({result.get('n', '?')} "
+                           "instances)", height=360)
+    fig.update_yaxes(title_text="accuracy", range=[0, 1.15], tickformat=".0%",
                      gridcolor="#e5e7eb")
     fig.update_xaxes(title_text="predictor")
     return fig
@@ -123,9 +125,8 @@ def importance_figure(result: Mapping[str, Any]) -> go.Figure:
     bound = symmetric_range(mean + mean_abs) * 1.1
     output = result.get("output", "softmax")
     base_layout(fig, title="Modality importance (Shapley value of the predicted class)",
-                height=120 + 70 * len(names))
-    fig.update_layout(barmode="group", legend={"orientation": "h", "y": -0.3},
-                      margin={"b": 100})
+                height=200 + 70 * len(names))
+    fig.update_layout(barmode="group", legend=BOTTOM_LEGEND, margin={"b": 110})
     fig.update_xaxes(title_text=f"Shapley value ({output} of the predicted class)",
                      range=[-bound, bound], zeroline=True, zerolinecolor="#1f2933",
                      zerolinewidth=1.5, gridcolor="#e5e7eb")
@@ -148,7 +149,7 @@ def robustness_figure(result: Mapping[str, Any]) -> go.Figure:
         fig.add_hline(y=float(result["clean"]), line_dash="dash", line_color=NEUTRAL,
                       annotation_text="clean accuracy", annotation_position="top right")
     base_layout(fig, title="Robustness: accuracy as one modality is corrupted", height=380)
-    fig.update_layout(legend={"orientation": "h", "y": -0.25}, margin={"b": 100})
+    fig.update_layout(legend=BOTTOM_LEGEND, margin={"b": 110})
     x_title = ("noise level (× the modality's standard deviation)" if kind == "noise"
                else "fraction of the modality masked")
     fig.update_xaxes(title_text=x_title, gridcolor="#e5e7eb")
@@ -180,8 +181,7 @@ def ranking_figure(result: Mapping[str, Any], pair: str | None = None) -> go.Fig
                              + "</extra>"))
     a, b = pair_names(pair)
     base_layout(fig, title=f"Interaction profiles ({a} and {b}): models vs data", height=400)
-    fig.update_layout(barmode="group", legend={"orientation": "h", "y": -0.2},
-                      margin={"b": 100})
+    fig.update_layout(barmode="group", legend=BOTTOM_LEGEND, margin={"b": 110})
     fig.update_yaxes(title_text="share of the information", range=[0, 1.05],
                      tickformat=".0%", gridcolor="#e5e7eb")
     fig.update_xaxes(title_text="PID atom")

@@ -38,6 +38,7 @@ from app.components.jobs import (
 )
 from app.components.urlstate import REPLACE_STATE_JS, as_int, pick, query_string
 from app.figures.dataset import DISTANCE_EXPLANATION, ranking_figure
+from app.figures.style import FONT
 
 KIND = "model_selection"
 POLL_MS = 700
@@ -188,7 +189,7 @@ def draw_ranking(jobs):
         columns=[{"name": "rank", "id": "rank"}, {"name": "model", "id": "model"},
                  {"name": "distance to the data (0 = same profile)", "id": "distance"},
                  {"name": "accuracy", "id": "accuracy"}],
-        style_cell={"fontFamily": "inherit", "fontSize": "0.95rem", "padding": "0.4rem",
+        style_cell={"fontFamily": FONT["family"], "fontSize": "0.95rem", "padding": "0.4rem",
                     "textAlign": "left"},
         style_header={"fontWeight": 600, "backgroundColor": "#f3f4f6"})
     graphs = [dcc.Graph(id=f"cmp-graph-{k}", figure=ranking_figure(result, pair),

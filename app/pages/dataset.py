@@ -95,7 +95,7 @@ def layout(**query: str) -> html.Div:
             html.Div(id="ds-msg"),
             html.Div(id="ds-progress", className="job-list"),
         ]),
-        html.Div(className="two-col", children=[
+        html.Div(className="summary-grid", children=[
             html.Section(className="card", children=[
                 html.H2("Partial information decomposition"),
                 html.P("How much each modality tells about the label alone (unique), both "

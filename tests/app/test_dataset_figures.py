@@ -93,7 +93,7 @@ def test_ranking_figure_puts_the_data_profile_next_to_each_model_in_rank_order()
     assert [t.name for t in fig.data] == ["data (labels)", "#1 late", "#2 early"]
     assert sum(fig.data[0].y) == pytest.approx(1.0)
     assert fig.layout.yaxis.title.text and fig.layout.xaxis.title.text
-    assert ranking_rows(result)[0] == {"rank": 1, "model": "late", "distance": 0.1,
+    assert ranking_rows(result)[0] == {"rank": 1, "model": "late", "distance": "0.100",
                                        "accuracy": "80.0%"}
 
 
