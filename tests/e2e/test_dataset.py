@@ -8,6 +8,8 @@ Screenshots go to ``test-artifacts/test_dataset/``.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -153,3 +155,34 @@ def test_compare_ranks_two_models_against_the_data(
           what="the profile figure")
     assert "models vs data" in dash_br.find_element("#cmp-graph-0").text
     _screenshot(dash_br, artifacts_dir / "compare.png")
+
+
+def _viewer_token(servers: LiveServers) -> str:
+    """A viewer of the project, minted with the real CLI on the server's data dir."""
+    done = subprocess.run(
+        [sys.executable, "-m", "backend.cli", "users", "--data-dir", str(servers.data_dir),
+         "add", "vera", "--project", "summary-lab", "--role", "viewer"],
+        capture_output=True, text=True, timeout=60, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+def test_viewers_see_finished_results_but_cannot_run(
+        dash_br, live_servers: LiveServers, setup: dict, artifacts_dir: Path) -> None:
+    params = {"dataset_id": setup["dataset"], "model_id": setup["models"][0]}
+    with httpx.Client(base_url=f"{live_servers.api_url}/api/v1", timeout=60, headers={
+            "Authorization": f"Bearer {live_servers.admin_token}"}) as api:
+        job = api.post("/jobs", json={"project_id": setup["project"], "kind": "emap",
+                                      "params": params}).json()  # the cached one if it ran
+        _wait(lambda: api.get(f"/jobs/{job['id']}").json()["state"] == "succeeded",
+              what="the EMAP job")
+    dash_br.driver.get(f"{live_servers.ui_url}/?token={_viewer_token(live_servers)}")
+    dash_br.server_url = live_servers.ui_url
+    dash_br.driver.get(f"{live_servers.ui_url}/dataset?project={setup['project']}"
+                       f"&model={setup['models'][0]}&dataset={setup['dataset']}")
+    dash_br.wait_for_text_to_equal("h1", "Dataset", timeout=30)
+    assert not dash_br.find_element("#ds-run").is_enabled()
+    assert "editor role" in dash_br.find_element("#ds-role-note").text
+    _wait(lambda: dash_br.driver.find_elements(By.CSS_SELECTOR, "#ds-emap-graph .main-svg"),
+          what="the EMAP result for the viewer")
+    assert not dash_br.driver.find_elements(By.CSS_SELECTOR, "#ds-progress .btn-danger")
+    _screenshot(dash_br, artifacts_dir / "dataset-viewer.png")
