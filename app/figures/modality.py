@@ -239,7 +239,7 @@ def tabular_figure(view: dict, attribution: dict | None = None, *, title: str | 
                                           "width": [3 if k in chosen else 0 for k in order]}},
         customdata=order, hovertemplate="%{y}<br>attribution %{x:.3g}<extra></extra>"))
     base_layout(fig, title=title, height=max(260, 80 + 28 * n))
-    fig.update_xaxes(title_text="attribution (− against, + for the class)",
+    fig.update_xaxes(title_text="attribution (+ for, − against)",
                      zeroline=True, zerolinecolor="#52606d", zerolinewidth=1.5)
     fig.update_yaxes(autorange="reversed", automargin=True)
     return fig

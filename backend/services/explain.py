@@ -466,7 +466,11 @@ def element_labels(spec: ModalitySpec, layout: Any, inputs: dict[str, Tensor]) -
         return [f"patch r{r} c{c}" for r in range(rows) for c in range(cols)]
     if spec.kind in ("timeseries", "audio"):
         length = feature_shape[-1]
-        return [f"t{k * size}–{min((k + 1) * size, length) - 1}" for k in range(grid[0])]
+        bounds = [(k * size, min((k + 1) * size, length)) for k in range(grid[0])]
+        rate = spec.display.get("sample_rate_hz")
+        if isinstance(rate, int | float) and rate > 0:  # clinicians read seconds, not samples
+            return [f"{lo / rate:.2f}–{hi / rate:.2f} s" for lo, hi in bounds]
+        return [f"t{lo}–{hi - 1}" for lo, hi in bounds]
     n = math.prod(grid)
     names = spec.display.get("feature_names")
     return list(names) if isinstance(names, list) and len(names) == n else [
