@@ -46,7 +46,7 @@ from estimators.data import MultimodalDataset
 from estimators.model import ModalitySpec, ModelSpec, MultimodalModel
 
 # Bump when an estimator or a reduction changes, so cached explanations are recomputed.
-CACHE_VERSION = 1
+CACHE_VERSION = 2
 MAX_IMAGE_SIDE = 128
 MAX_SERIES_LENGTH = 2048
 DIGITS = 6
