@@ -10,6 +10,7 @@ from app.components.jobs import (
     existing_jobs,
     matches,
     model_ids,
+    progress_row,
     ranking_rows,
     requests_for,
 )
@@ -130,3 +131,28 @@ def test_requests_and_model_ids_come_from_the_selection_and_the_url() -> None:
                                        "modality_importance", "robustness"}
     assert model_ids("3-5-x-3") == [3, 5] and model_ids([2, 1]) == [2, 1]
     assert model_ids(None) == []
+
+
+def _find(component, predicate) -> list:
+    """Every component in a Dash tree that satisfies ``predicate``."""
+    found = [component] if predicate(component) else []
+    children = getattr(component, "children", None)
+    for child in children if isinstance(children, list) else [children]:
+        if child is not None and not isinstance(child, str):
+            found += _find(child, predicate)
+    return found
+
+
+def test_progress_row_shows_percent_and_a_cancel_button_only_while_running_for_editors() -> None:
+    running = {"id": 7, "state": "running", "progress": 0.42, "message": "chunk 2/5"}
+    row = progress_row("EMAP gap", running, cancellable=True, cancel_id={"kind": "emap"})
+    bar = _find(row, lambda c: getattr(c, "role", None) == "progressbar")[0]
+    assert bar.to_plotly_json()["props"]["aria-valuenow"] == 42
+    assert bar.children.style == {"width": "42%"}
+    assert len(_find(row, lambda c: type(c).__name__ == "Button")) == 1
+    viewer = progress_row("EMAP gap", running, cancellable=False, cancel_id={"kind": "emap"})
+    assert not _find(viewer, lambda c: type(c).__name__ == "Button")
+    failed = progress_row("EMAP gap", {**running, "state": "failed", "error": "model crashed"},
+                          cancellable=True, cancel_id={"kind": "emap"})
+    assert not _find(failed, lambda c: type(c).__name__ == "Button")
+    assert "model crashed" in str(failed.to_plotly_json())
