@@ -12,7 +12,7 @@ from typing import Any
 from dash import html
 
 from app.api_client import ApiClient
-from app.components.urlstate import as_int
+from app.components.urlstate import as_int, query_string
 
 ANALYSES = {
     "data_pid": "PID of the data",
@@ -21,6 +21,7 @@ ANALYSES = {
     "interaction_types": "Interaction types",
     "modality_importance": "Modality importance",
     "robustness": "Robustness",
+    "embedding": "Instance map",
 }
 FINAL_STATES = frozenset({"succeeded", "failed", "cancelled"})
 RUN_ROLES = frozenset({"editor", "admin"})
@@ -112,6 +113,18 @@ def requests_for(model_id: int | None, dataset_id: int | None) -> dict[str, dict
         out.update({kind: {"dataset_id": dataset_id, "model_id": model_id}
                     for kind in ANALYSES if kind != "data_pid"})
     return out
+
+
+def clicked_instance_href(click: Mapping[str, Any] | None, project: int | None,
+                          model: int | None, dataset: int | None) -> str | None:
+    """The instance page of the point clicked in the instance map (its ``customdata`` is the
+    instance index), keeping project, model and dataset; None when no point was clicked."""
+    points = (click or {}).get("points") or []
+    index = as_int(points[0].get("customdata")) if points else None
+    if index is None:
+        return None
+    return "/instance" + query_string({"project": project, "model": model,
+                                       "dataset": dataset, "instance": index})
 
 
 def model_ids(value: Any) -> list[int]:

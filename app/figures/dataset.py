@@ -1,8 +1,9 @@
 """Dataset-level figures: job results (``GET /jobs/{id}/result``) in, plotly figures out.
 
 PID atoms in bits with bootstrap error bars, the EMAP gap, the interaction-type mix, modality
-Shapley values (signed, so the axis is centred on zero), robustness curves and the model
-ranking of ``model_selection``. Pure functions: unit-tested without a browser.
+Shapley values (signed, so the axis is centred on zero), robustness curves, the model
+ranking of ``model_selection`` and the instance map of ``embedding``. Pure functions:
+unit-tested without a browser.
 """
 
 from __future__ import annotations
@@ -22,6 +23,17 @@ MODEL_COLOUR = POSITIVE   # the model: orange
 BOTTOM_LEGEND = {"orientation": "h", "yref": "container", "y": 0.0, "yanchor": "bottom",
                  "x": 0.0, "xanchor": "left"}
 SERIES_COLOURS = ("#2f6db5", "#d9650b", "#5b8c3a", "#7b4fa0", "#6b7280", "#b8860b")
+# One colour per interaction type, the same in the bar chart and the instance map; "none"
+# (no clear pattern) is grey so the typed instances stand out.
+TYPE_COLOURS = {"dominance": SERIES_COLOURS[0], "complement": SERIES_COLOURS[1],
+                "conflict": SERIES_COLOURS[2], "none": SERIES_COLOURS[4]}
+CORRECT_SYMBOL, WRONG_SYMBOL = "circle", "x"
+EMBEDDING_EXPLANATION = (
+    "Each point is one instance, placed by the first two principal components (PC 1, PC 2) of "
+    "how the model treats it: each modality's Shapley share, the pure interaction term "
+    "relative to the output change and the class log-probabilities, standardised. Nearby "
+    "instances are explained alike; the axes have no units. A cross marks a wrong prediction; "
+    "click a point to open that instance.")
 EMAP_EXPLANATION = (
     "EMAP replaces the model by its best additive approximation (each modality's effect "
     "averaged over the others): if the model is about as accurate as that projection, the "
@@ -96,7 +108,7 @@ def types_figure(result: Mapping[str, Any]) -> go.Figure:
     types = list(result.get("types") or result["fractions"])
     fractions = [float(result["fractions"].get(t, 0.0)) for t in types]
     counts = [int(result.get("counts", {}).get(t, 0)) for t in types]
-    colours = [SERIES_COLOURS[k % len(SERIES_COLOURS)] for k in range(len(types))]
+    colours = [type_colour(t, types) for t in types]
     fig = go.Figure(go.Bar(
         x=fractions, y=types, orientation="h", marker_color=colours,
         text=[f"{f:.0%} ({c})" for f, c in zip(fractions, counts, strict=True)],
@@ -107,6 +119,62 @@ def types_figure(result: Mapping[str, Any]) -> go.Figure:
     fig.update_xaxes(title_text="share of instances", range=[0, 1.15], tickformat=".0%",
                      gridcolor="#e5e7eb")
     fig.update_yaxes(title_text="type", autorange="reversed")
+    return fig
+
+
+def type_colour(kind: str, types: list[str]) -> str:
+    """The colour of an interaction type: fixed for the known ones, else by position among
+    the unknown ones (after the colours the known types use)."""
+    if kind in TYPE_COLOURS:
+        return TYPE_COLOURS[kind]
+    spare = [c for c in SERIES_COLOURS if c not in TYPE_COLOURS.values()]
+    unknown = [t for t in types if t not in TYPE_COLOURS]
+    return spare[unknown.index(kind) % len(spare)] if kind in unknown else NEUTRAL
+
+
+def _axis_title(axis: int, variance: list[float]) -> str:
+    """Short enough for the y-axis of a half-width panel; the panel text says what a PC is."""
+    share = f" ({variance[axis - 1]:.0%} of the variance)" if len(variance) >= axis else ""
+    return f"PC {axis}{share}"
+
+
+def embedding_figure(result: Mapping[str, Any]) -> go.Figure:
+    """The instance map of the ``embedding`` job: one point per instance (``customdata`` =
+    its index, for click → instance), coloured by interaction type, a cross where the
+    prediction is wrong."""
+    kinds = [str(t) for t in result["type"]]
+    labels, predicted = list(result["label"]), list(result["predicted"])
+    dominant = list(result.get("dominant") or [None] * len(kinds))
+    x, y = np.asarray(result["x"], dtype=float), np.asarray(result["y"], dtype=float)
+    order = [t for t in TYPE_COLOURS if t in kinds] + sorted(set(kinds) - set(TYPE_COLOURS))
+    fig = go.Figure()
+    for kind in order:
+        idx = [k for k, t in enumerate(kinds) if t == kind]
+        correct = [labels[k] == predicted[k] for k in idx]
+        fig.add_trace(go.Scatter(
+            x=x[idx], y=y[idx], mode="markers", name=kind, customdata=idx,
+            marker={"color": type_colour(kind, order), "size": 11, "opacity": 0.85,
+                    "symbol": [CORRECT_SYMBOL if c else WRONG_SYMBOL for c in correct],
+                    "line": {"width": 1, "color": "white"}},
+            text=[f"instance {k}<br>label {labels[k]} · predicted {predicted[k]} "
+                  f"({'correct' if c else 'wrong'})<br>type {kind} · dominant modality "
+                  f"{dominant[k] or 'none'}" for k, c in zip(idx, correct, strict=True)],
+            hovertemplate="%{text}<extra></extra>"))
+    # Legend keys for the marker shapes (no data: the shape, not the colour, is the point).
+    for name, symbol in (("correct prediction", CORRECT_SYMBOL),
+                         ("wrong prediction", WRONG_SYMBOL)):
+        fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
+                                 marker={"color": NEUTRAL, "size": 10, "symbol": symbol},
+                                 hoverinfo="skip"))
+    variance = [float(v) for v in result.get("explained_variance") or []]
+    wrong = sum(a != b for a, b in zip(labels, predicted, strict=True))
+    base_layout(fig, title=f"Instance map: {len(kinds)} instances, {wrong} predicted wrong",
+                height=500)
+    fig.update_layout(legend=BOTTOM_LEGEND, margin={"b": 120}, hovermode="closest")
+    fig.update_xaxes(title_text=_axis_title(1, variance), gridcolor="#e5e7eb",
+                     zerolinecolor="#d1d5db")
+    fig.update_yaxes(title_text=_axis_title(2, variance), gridcolor="#e5e7eb",
+                     zerolinecolor="#d1d5db")
     return fig
 
 

@@ -1,10 +1,11 @@
 """Dataset summary: how a model uses and combines its modalities over a whole dataset.
 
-"Run summary" submits six analyses as backend jobs (PID of the data and of the model, EMAP
-gap, interaction types, modality importance, robustness); an identical earlier request
+"Run summary" submits seven analyses as backend jobs (PID of the data and of the model, EMAP
+gap, interaction types, modality importance, robustness, instance map); an identical earlier request
 returns its job at once, so finished results show without waiting. Progress bars follow the
 jobs (polled while any runs) with a cancel button each. Viewers see results, cannot run.
-State (project, model, dataset) lives in the URL query.
+State (project, model, dataset) lives in the URL query; clicking a point of the instance
+map opens that instance on the Instance page with the same project, model and dataset.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from app.components.jobs import (
     VIEWER_MESSAGE,
     all_final,
     can_run,
+    clicked_instance_href,
     existing_jobs,
     progress_row,
     project_role,
@@ -30,7 +32,9 @@ from app.components.jobs import (
 from app.components.urlstate import REPLACE_STATE_JS, as_int, pick, query_string
 from app.figures.dataset import (
     EMAP_EXPLANATION,
+    EMBEDDING_EXPLANATION,
     emap_figure,
+    embedding_figure,
     importance_figure,
     pid_figure,
     robustness_figure,
@@ -64,7 +68,7 @@ def layout(**query: str) -> html.Div:
     role = project_role(projects, project)
     return html.Div(id="dataset-page", children=[
         dcc.Store(id="ds-jobs"), dcc.Store(id="ds-query"), dcc.Store(id="ds-query-applied"),
-        dcc.Store(id="ds-shown"),
+        dcc.Store(id="ds-shown"), dcc.Location(id="ds-go", refresh="callback-nav"),
         dcc.Interval(id="ds-poll", interval=POLL_MS, disabled=True),
         html.Div(className="page-head", children=[
             html.H1("Dataset"),
@@ -119,6 +123,10 @@ def layout(**query: str) -> html.Div:
                 html.P("Accuracy when one modality at a time gets noisier: a steep curve "
                        "means the model depends on that modality.", className="method-note"),
                 html.Div(id="ds-robustness")]),
+            html.Section(className="card", children=[
+                html.H2("Instance map"),
+                html.P(EMBEDDING_EXPLANATION, className="method-note"),
+                html.Div(id="ds-embedding")]),
         ]),
     ])
 
@@ -232,7 +240,8 @@ def _types_panel(result: dict) -> list:
 
 @callback(Output("ds-pid", "children"), Output("ds-emap", "children"),
           Output("ds-types", "children"), Output("ds-importance", "children"),
-          Output("ds-robustness", "children"), Output("ds-shown", "data"),
+          Output("ds-robustness", "children"), Output("ds-embedding", "children"),
+          Output("ds-shown", "data"),
           Input("ds-jobs", "data"), State("ds-shown", "data"))
 def draw_results(jobs, shown):
     """Fetch and draw the results of succeeded jobs; nothing is refetched while only the
@@ -240,14 +249,14 @@ def draw_results(jobs, shown):
     jobs = jobs or {}
     key = {k: [j["id"], j["state"]] for k, j in jobs.items()}
     if key == shown:
-        return (dash.no_update,) * 6
+        return (dash.no_update,) * 7
     done = {k: j["id"] for k, j in jobs.items() if j["state"] == "succeeded"}
     try:
         with client() as api:
             results = gather(**{k: (lambda i=i: api.job_result(i)) for k, i in done.items()}
                              ) if done else {}
     except ApiError as exc:
-        return (alert(exc.message),) * 5 + (None,)
+        return (alert(exc.message),) * 6 + (None,)
     pid = (_pid_panel(results.get("data_pid"), results.get("model_pid"))
            if {"data_pid", "model_pid"} & set(results) else _status(jobs.get("data_pid")))
     emap = ([_graph(emap_figure(results["emap"]), "ds-emap-graph"),
@@ -262,7 +271,17 @@ def draw_results(jobs, shown):
                   else _status(jobs.get("modality_importance")))
     robustness = (_graph(robustness_figure(results["robustness"]), "ds-robustness-graph")
                   if "robustness" in results else _status(jobs.get("robustness")))
-    return pid, emap, types, importance, robustness, key
+    embedding = (_graph(embedding_figure(results["embedding"]), "ds-embedding-graph")
+                 if "embedding" in results else _status(jobs.get("embedding")))
+    return pid, emap, types, importance, robustness, embedding, key
+
+
+@callback(Output("ds-go", "href"), Input("ds-embedding-graph", "clickData"),
+          State("ds-project", "value"), State("ds-model", "value"),
+          State("ds-dataset", "value"), prevent_initial_call=True)
+def open_instance(click, project, model, dataset):
+    """Click on a point of the instance map → that instance on the Instance page."""
+    return clicked_instance_href(click, project, model, dataset) or dash.no_update
 
 
 dash.register_page(__name__, path="/dataset", title="crosslens — dataset", name="Dataset",

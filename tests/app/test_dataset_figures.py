@@ -7,6 +7,7 @@ import pytest
 from app.components.jobs import (
     all_final,
     can_run,
+    clicked_instance_href,
     existing_jobs,
     matches,
     model_ids,
@@ -15,8 +16,10 @@ from app.components.jobs import (
     requests_for,
 )
 from app.figures.dataset import (
+    TYPE_COLOURS,
     data_profile,
     emap_figure,
+    embedding_figure,
     importance_figure,
     pid_figure,
     ranking_figure,
@@ -128,7 +131,7 @@ def test_requests_and_model_ids_come_from_the_selection_and_the_url() -> None:
     assert requests_for(None, 1) == {"data_pid": {"dataset_id": 1}}
     assert requests_for(3, None) == {}
     assert set(requests_for(3, 1)) == {"data_pid", "model_pid", "emap", "interaction_types",
-                                       "modality_importance", "robustness"}
+                                       "modality_importance", "robustness", "embedding"}
     assert model_ids("3-5-x-3") == [3, 5] and model_ids([2, 1]) == [2, 1]
     assert model_ids(None) == []
 
@@ -156,3 +159,62 @@ def test_progress_row_shows_percent_and_a_cancel_button_only_while_running_for_e
                           cancellable=True, cancel_id={"kind": "emap"})
     assert not _find(failed, lambda c: type(c).__name__ == "Button")
     assert "model crashed" in str(failed.to_plotly_json())
+
+
+EMBEDDING = {"n": 5, "x": [0.1, -1.2, 2.0, 0.4, -0.3], "y": [1.0, 0.2, -0.5, 0.0, 0.7],
+             "explained_variance": [0.62, 0.21],
+             "type": ["dominance", "conflict", "dominance", "complement", "none"],
+             "dominant": ["image", None, "text", None, None],
+             "label": [1, 0, 2, 1, 0], "predicted": [1, 2, 2, 1, 0]}
+
+
+def test_embedding_figure_colours_each_type_as_the_types_bar_chart_does() -> None:
+    fig = embedding_figure(EMBEDDING)
+    points = [t for t in fig.data if t.x[0] is not None]
+    assert [t.name for t in points] == ["dominance", "complement", "conflict", "none"]
+    bars = types_figure({"n": 5, "types": ["dominance", "complement", "conflict", "none"],
+                         "fractions": {"dominance": 0.4, "complement": 0.2, "conflict": 0.2,
+                                       "none": 0.2}})
+    assert [t.marker.color for t in points] == list(bars.data[0].marker.color)
+    assert len({TYPE_COLOURS[t] for t in TYPE_COLOURS}) == len(TYPE_COLOURS)
+
+
+def test_embedding_points_carry_their_instance_index_and_mark_wrong_predictions() -> None:
+    fig = embedding_figure(EMBEDDING)
+    by_type = {t.name: t for t in fig.data}
+    assert list(by_type["dominance"].customdata) == [0, 2]
+    assert list(by_type["dominance"].x) == [0.1, 2.0]
+    assert list(by_type["conflict"].customdata) == [1]
+    assert sorted(i for t in fig.data if t.customdata is not None for i in t.customdata) == [
+        0, 1, 2, 3, 4]
+    assert list(by_type["dominance"].marker.symbol) == ["circle", "circle"]
+    assert list(by_type["conflict"].marker.symbol) == ["x"]  # label 0, predicted 2
+    assert {"correct prediction", "wrong prediction"} <= set(by_type)
+    assert "1 predicted wrong" in fig.layout.title.text
+
+
+def test_embedding_axes_say_they_are_principal_components_with_their_variance() -> None:
+    fig = embedding_figure(EMBEDDING)
+    assert fig.layout.xaxis.title.text == "PC 1 (62% of the variance)"
+    assert fig.layout.yaxis.title.text == "PC 2 (21% of the variance)"
+    bare = embedding_figure({k: v for k, v in EMBEDDING.items() if k != "explained_variance"})
+    assert bare.layout.xaxis.title.text == "PC 1"
+
+
+def test_embedding_hover_names_index_label_prediction_type_and_dominant_modality() -> None:
+    hover = embedding_figure(EMBEDDING).data[0].text[1]  # instance 2, a dominance point
+    for part in ("instance 2", "label 2", "predicted 2", "correct", "type dominance",
+                 "dominant modality text"):
+        assert part in hover
+    conflict = next(t for t in embedding_figure(EMBEDDING).data if t.name == "conflict")
+    assert "wrong" in conflict.text[0] and "dominant modality none" in conflict.text[0]
+
+
+def test_clicking_an_instance_map_point_links_to_that_instance_keeping_the_selection() -> None:
+    click = {"points": [{"curveNumber": 0, "pointNumber": 1, "customdata": 17}]}
+    assert clicked_instance_href(click, 1, 2, 3) == (
+        "/instance?project=1&model=2&dataset=3&instance=17")
+    assert clicked_instance_href({"points": [{"customdata": 0}]}, 1, 2, 3).endswith(
+        "instance=0")
+    assert clicked_instance_href(None, 1, 2, 3) is None
+    assert clicked_instance_href({"points": []}, 1, 2, 3) is None

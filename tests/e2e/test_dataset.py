@@ -106,8 +106,8 @@ def test_dataset_summary_runs_jobs_with_progress_and_draws_pid_and_emap(
           what="the empty progress list")
 
     dash_br.find_element("#ds-run").click()
-    _wait(lambda: len(_states(dash_br)) == 6 and all(_states(dash_br)),
-          what="six submitted jobs")
+    _wait(lambda: len(_states(dash_br)) == 7 and all(_states(dash_br)),
+          what="seven submitted jobs")
     _wait(lambda: all(s == "succeeded" for s in _states(dash_br)),
           what=f"all jobs to succeed ({_states(dash_br)})")
     assert "100%" in dash_br.find_element("#ds-progress").text
@@ -123,7 +123,8 @@ def test_dataset_summary_runs_jobs_with_progress_and_draws_pid_and_emap(
     assert "Synergy" in pid_text and "bits" in pid_text
     _wait(lambda: "EMAP gap" in dash_br.find_element("#ds-emap-graph").text,
           what="the EMAP figure")
-    for graph in ("#ds-types-graph", "#ds-importance-graph", "#ds-robustness-graph"):
+    for graph in ("#ds-types-graph", "#ds-importance-graph", "#ds-robustness-graph",
+                  "#ds-embedding-graph"):
         _wait(lambda g=graph: dash_br.driver.find_elements(By.CSS_SELECTOR, f"{g} .main-svg"),
               what=graph)
     assert "dominance" in dash_br.find_element("#ds-types").text.lower()
@@ -134,6 +135,24 @@ def test_dataset_summary_runs_jobs_with_progress_and_draws_pid_and_emap(
     _wait(lambda: dash_br.driver.find_elements(By.CSS_SELECTOR, "#ds-emap-graph .main-svg"),
           timeout=30, what="cached results after a reload")
     assert all(s == "succeeded" for s in _states(dash_br))
+
+    # A click on a point of the instance map opens that instance. Plotly's click event is
+    # emitted on the graph directly (clicking an SVG point through WebDriver hits whatever
+    # marker happens to lie on top); the page's callback turns it into the link.
+    _wait(lambda: dash_br.driver.find_elements(
+        By.CSS_SELECTOR, "#ds-embedding-graph .scatterlayer .point"), what="instance map points")
+    assert "PC 1" in dash_br.find_element("#ds-embedding-graph").text
+    index = dash_br.driver.execute_script(
+        "const gd = document.querySelector('#ds-embedding-graph .js-plotly-plot');"
+        "const index = gd.data[0].customdata[0];"
+        "gd.emit('plotly_click', {points: [{curveNumber: 0, pointNumber: 0,"
+        " customdata: index}]}); return index;")
+    _wait(lambda: "/instance?" in dash_br.driver.current_url, timeout=30,
+          what="the instance page after a click")
+    url = dash_br.driver.current_url
+    assert f"project={setup['project']}" in url and f"dataset={setup['dataset']}" in url
+    assert f"instance={index}" in url
+    dash_br.wait_for_text_to_equal("h1", "Instance", timeout=30)
 
 
 def test_compare_ranks_two_models_against_the_data(
