@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import plotly.graph_objects as go
 
-from app.figures.style import NEGATIVE, NEUTRAL, POSITIVE, base_layout, symmetric_range
+from app.figures.style import FONT, NEGATIVE, NEUTRAL, POSITIVE, base_layout, symmetric_range
 
 ATOMS = ("redundancy", "unique1", "unique2", "synergy")
 DATA_COLOUR = "#4f86c6"   # the data: blue
@@ -160,11 +160,12 @@ def embedding_figure(result: Mapping[str, Any]) -> go.Figure:
                   f"({'correct' if c else 'wrong'})<br>type {kind} · dominant modality "
                   f"{dominant[k] or 'none'}" for k, c in zip(idx, correct, strict=True)],
             hovertemplate="%{text}<extra></extra>"))
-    # Legend keys for the marker shapes (no data: the shape, not the colour, is the point).
+    # Legend keys for the marker shapes (no data: the shape, not the colour, is the point);
+    # dark, so they are not read as the grey of type "none".
     for name, symbol in (("correct prediction", CORRECT_SYMBOL),
                          ("wrong prediction", WRONG_SYMBOL)):
         fig.add_trace(go.Scatter(x=[None], y=[None], mode="markers", name=name,
-                                 marker={"color": NEUTRAL, "size": 10, "symbol": symbol},
+                                 marker={"color": FONT["color"], "size": 10, "symbol": symbol},
                                  hoverinfo="skip"))
     variance = [float(v) for v in result.get("explained_variance") or []]
     wrong = sum(a != b for a, b in zip(labels, predicted, strict=True))

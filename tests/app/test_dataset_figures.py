@@ -190,6 +190,7 @@ def test_embedding_points_carry_their_instance_index_and_mark_wrong_predictions(
     assert list(by_type["dominance"].marker.symbol) == ["circle", "circle"]
     assert list(by_type["conflict"].marker.symbol) == ["x"]  # label 0, predicted 2
     assert {"correct prediction", "wrong prediction"} <= set(by_type)
+    assert by_type["wrong prediction"].marker.color not in TYPE_COLOURS.values()
     assert "1 predicted wrong" in fig.layout.title.text
 
 
