@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import numpy as np
 import plotly.graph_objects as go
 
-from app.figures.style import HIGHLIGHT, SEQUENTIAL, base_layout, colorbar
+from app.figures.style import HIGHLIGHT, SEQUENTIAL, base_layout, colorbar, heatmap_cell_from_event
 
 METRIC_NAMES = {
     "within": "share of attention within the query's own modality",
@@ -59,15 +59,7 @@ def summary_metrics(result: dict) -> list[str]:
 
 def head_from_event(event: dict | None) -> tuple[int, int] | None:
     """The ``(layer, head)`` a Dash ``clickData`` event on the head grid points at."""
-    if not event or not event.get("points"):
-        return None
-    point = event["points"][0]
-    custom = point.get("customdata")
-    if isinstance(custom, list | tuple) and len(custom) == 2:
-        return int(custom[0]), int(custom[1])
-    if "x" in point and "y" in point:
-        return round(float(point["y"])), round(float(point["x"]))
-    return None
+    return heatmap_cell_from_event(event)
 
 
 def head_grid_figure(result: dict, metric: str, *, selected: tuple[int, int] | None = None,

@@ -11,7 +11,14 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from app.figures.style import DIVERGING, HIGHLIGHT, base_layout, colorbar, symmetric_range
+from app.figures.style import (
+    DIVERGING,
+    HIGHLIGHT,
+    base_layout,
+    colorbar,
+    heatmap_cell_from_event,
+    symmetric_range,
+)
 
 MAX_TICKS = 40
 
@@ -65,12 +72,4 @@ def interaction_figure(result: dict, *, selected: tuple[int, int] | None = None,
 
 def pair_from_event(event: dict | None) -> tuple[int, int] | None:
     """The ``(i, j)`` pair a Dash ``clickData``/``hoverData`` event on the heatmap points at."""
-    if not event or not event.get("points"):
-        return None
-    point = event["points"][0]
-    custom = point.get("customdata")
-    if isinstance(custom, list | tuple) and len(custom) == 2:
-        return int(custom[0]), int(custom[1])
-    if "x" in point and "y" in point:
-        return round(float(point["y"])), round(float(point["x"]))
-    return None
+    return heatmap_cell_from_event(event)

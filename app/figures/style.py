@@ -56,3 +56,18 @@ def base_layout(fig: go.Figure, *, title: str | None = None, height: int = 360) 
 def colorbar(title: str) -> dict:
     return {"title": {"text": title, "side": "right"}, "thickness": 14, "len": 0.9,
             "exponentformat": "power"}
+
+
+def heatmap_cell_from_event(event: dict | None) -> tuple[int, int] | None:
+    """The ``(row, column)`` of a heatmap cell that a Dash ``clickData``/``hoverData`` event
+    points at: from the cell's ``customdata`` pair when the figure sets one, else from its
+    ``y``/``x`` position."""
+    if not event or not event.get("points"):
+        return None
+    point = event["points"][0]
+    custom = point.get("customdata")
+    if isinstance(custom, list | tuple) and len(custom) == 2:
+        return int(custom[0]), int(custom[1])
+    if "x" in point and "y" in point:
+        return round(float(point["y"])), round(float(point["x"]))
+    return None
