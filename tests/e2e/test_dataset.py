@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -19,7 +18,13 @@ import pytest
 from selenium.webdriver.common.by import By
 
 from estimators.zoo.scenarios import get_scenario
-from tests.conftest import LiveServers, start_servers, stop_servers
+from tests.conftest import LiveServers
+from tests.e2e.browser import (
+    full_page_screenshot,
+    login,
+    serve_without_demos,
+    wait_until,
+)
 from tests.e2e.demo_files import dataset_zip
 
 pytestmark = pytest.mark.browser
@@ -28,11 +33,7 @@ TIMEOUT = 90  # the first job starts the Dask cluster
 
 @pytest.fixture(scope="module")
 def live_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServers]:
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CROSSLENS_REGISTER_DEMOS", "false")
-        servers = start_servers(tmp_path_factory.mktemp("crosslens-data"))
-    yield servers
-    stop_servers(servers)
+    yield from serve_without_demos(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -64,31 +65,7 @@ def setup(live_servers: LiveServers, tmp_path_factory: pytest.TempPathFactory) -
 
 
 def _wait(condition: Callable[[], object], timeout: float = TIMEOUT, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:  # the DOM changes under us while Dash re-renders
-            last_error = exc
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what or condition}: {last_error}")
-
-
-def _screenshot(dash_br, path: Path) -> None:
-    driver = dash_br.driver
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1400, min(max(height + 120, 1000), 5000))
-    time.sleep(0.5)
-    driver.save_screenshot(str(path))
-    driver.set_window_size(1400, 1000)
-
-
-def _login(dash_br, servers: LiveServers) -> None:
-    dash_br.driver.get(servers.login_link)
-    dash_br.server_url = servers.ui_url
+    return wait_until(condition, timeout, what, poll_s=0.1)
 
 
 def _states(dash_br) -> list[str]:
@@ -98,7 +75,7 @@ def _states(dash_br) -> list[str]:
 
 def test_dataset_summary_runs_jobs_with_progress_and_draws_pid_and_emap(
         dash_br, live_servers: LiveServers, setup: dict, artifacts_dir: Path) -> None:
-    _login(dash_br, live_servers)
+    login(dash_br, live_servers)
     dash_br.driver.get(f"{live_servers.ui_url}/dataset?project={setup['project']}"
                        f"&model={setup['models'][0]}&dataset={setup['dataset']}")
     dash_br.wait_for_text_to_equal("h1", "Dataset", timeout=30)
@@ -128,7 +105,7 @@ def test_dataset_summary_runs_jobs_with_progress_and_draws_pid_and_emap(
         _wait(lambda g=graph: dash_br.driver.find_elements(By.CSS_SELECTOR, f"{g} .main-svg"),
               what=graph)
     assert "dominance" in dash_br.find_element("#ds-types").text.lower()
-    _screenshot(dash_br, artifacts_dir / "dataset-summary.png")
+    full_page_screenshot(dash_br, artifacts_dir / "dataset-summary.png")
 
     # The same request again (a reload): the finished jobs come back at once, no rerun.
     dash_br.driver.refresh()
@@ -157,7 +134,7 @@ def test_dataset_summary_runs_jobs_with_progress_and_draws_pid_and_emap(
 
 def test_compare_ranks_two_models_against_the_data(
         dash_br, live_servers: LiveServers, setup: dict, artifacts_dir: Path) -> None:
-    _login(dash_br, live_servers)
+    login(dash_br, live_servers)
     models = "-".join(str(m) for m in setup["models"])
     dash_br.driver.get(f"{live_servers.ui_url}/compare?project={setup['project']}"
                        f"&dataset={setup['dataset']}&models={models}")
@@ -173,7 +150,7 @@ def test_compare_ranks_two_models_against_the_data(
     _wait(lambda: dash_br.driver.find_elements(By.CSS_SELECTOR, "#cmp-graph-0 .main-svg"),
           what="the profile figure")
     assert "models vs data" in dash_br.find_element("#cmp-graph-0").text
-    _screenshot(dash_br, artifacts_dir / "compare.png")
+    full_page_screenshot(dash_br, artifacts_dir / "compare.png")
 
 
 def _viewer_token(servers: LiveServers) -> str:
@@ -204,4 +181,4 @@ def test_viewers_see_finished_results_but_cannot_run(
     _wait(lambda: dash_br.driver.find_elements(By.CSS_SELECTOR, "#ds-emap-graph .main-svg"),
           what="the EMAP result for the viewer")
     assert not dash_br.driver.find_elements(By.CSS_SELECTOR, "#ds-progress .btn-danger")
-    _screenshot(dash_br, artifacts_dir / "dataset-viewer.png")
+    full_page_screenshot(dash_br, artifacts_dir / "dataset-viewer.png")

@@ -19,7 +19,13 @@ from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
 
-from tests.conftest import LiveServers, start_servers, stop_servers
+from tests.conftest import LiveServers
+from tests.e2e.browser import (
+    full_page_screenshot,
+    login,
+    serve_without_demos,
+    wait_until,
+)
 from tests.e2e.demo_files import dataset_zip, model_files
 
 pytestmark = pytest.mark.browser
@@ -30,11 +36,7 @@ TIMEOUT = 60  # first explanations on a cold API load the model and warm torch
 def live_servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServers]:
     """One server for the module, without the demo catalogue: this module uploads the demo
     model itself, through the page, and skipping the catalogue saves half a minute."""
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CROSSLENS_REGISTER_DEMOS", "false")
-        servers = start_servers(tmp_path_factory.mktemp("crosslens-data"))
-    yield servers
-    stop_servers(servers)
+    yield from serve_without_demos(tmp_path_factory)
 
 
 @pytest.fixture(scope="module")
@@ -56,23 +58,8 @@ def upload_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
             "dataset": dataset_zip(folder / "digits-questions.zip")}
 
 
-def _login(dash_br, servers: LiveServers) -> None:
-    dash_br.driver.get(servers.login_link)
-    dash_br.server_url = servers.ui_url  # after the cookie is set: waits for the Dash app
-
-
 def _wait(condition: Callable[[], object], timeout: float = TIMEOUT, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        try:
-            value = condition()
-            if value:
-                return value
-        except Exception as exc:  # the DOM changes under us while Dash re-renders
-            last_error = exc
-        time.sleep(0.03)
-    raise AssertionError(f"timed out waiting for {what or condition}: {last_error}")
+    return wait_until(condition, timeout, what, poll_s=0.03)
 
 
 def _idle(dash_br) -> None:
@@ -94,16 +81,6 @@ def _query(dash_br) -> dict[str, str]:
     return {k: v[0] for k, v in parse_qs(urlparse(dash_br.driver.current_url).query).items()}
 
 
-def _screenshot(dash_br, path: Path) -> None:
-    """Full-page screenshot: grow the window to the page height first."""
-    driver = dash_br.driver
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1400, min(max(height + 120, 1000), 5000))
-    time.sleep(0.5)
-    driver.save_screenshot(str(path))
-    driver.set_window_size(1400, 1000)
-
-
 def _choose_file(dash_br, upload_id: str, path: Path) -> None:
     dash_br.find_element(f"#{upload_id} input[type=file]").send_keys(str(path))
     _wait(lambda: path.name in dash_br.find_element(f"#{upload_id}-info").text,
@@ -113,7 +90,7 @@ def _choose_file(dash_br, upload_id: str, path: Path) -> None:
 def test_models_page_uploads_shows_field_errors_and_lists(
         dash_br, live_servers: LiveServers, project: int, upload_files: dict[str, Path],
         artifacts_dir: Path) -> None:
-    _login(dash_br, live_servers)
+    login(dash_br, live_servers)
     dash_br.driver.get(f"{live_servers.ui_url}/models?project={project}")
     dash_br.wait_for_text_to_equal("h1", "Models & data", timeout=30)
 
@@ -127,7 +104,7 @@ def test_models_page_uploads_shows_field_errors_and_lists(
     assert dash_br.find_element("#models-meta-error").text, "error not next to the config"
     config_error = dash_br.find_element("#models-meta-error").text
     assert "not valid JSON" in config_error and "(HTTP 422)" in config_error
-    _screenshot(dash_br, artifacts_dir / "models_field_error.png")
+    full_page_screenshot(dash_br, artifacts_dir / "models_field_error.png")
 
     _choose_file(dash_br, "models-meta", upload_files["config"])
     dash_br.find_element("#models-upload").click()
@@ -141,7 +118,7 @@ def test_models_page_uploads_shows_field_errors_and_lists(
     dash_br.wait_for_contains_text("#models-table", "image (image [1, 8, 8])", timeout=10)
     dash_br.wait_for_contains_text("#datasets-table", "digits-questions", timeout=10)
     _idle(dash_br)
-    _screenshot(dash_br, artifacts_dir / "models.png")
+    full_page_screenshot(dash_br, artifacts_dir / "models.png")
     assert dash_br.get_logs() in ([], None)
 
 
@@ -169,14 +146,14 @@ def _click_cell(dash_br, graph_id: str, fx: float, fy: float) -> None:
 def test_instance_explorer_flow_and_shared_link_reproduce_the_view(
         dash_br, live_servers: LiveServers, project: int, artifacts_dir: Path) -> None:
     model_id, dataset_id = _ids(live_servers, project)
-    _login(dash_br, live_servers)
+    login(dash_br, live_servers)
     start = f"/instance?project={project}&model={model_id}&dataset={dataset_id}&instance=0"
     dash_br.driver.get(live_servers.ui_url + start)
     dash_br.wait_for_contains_text("#inst-summary", "#0", timeout=TIMEOUT)
     dash_br.wait_for_element("#inst-prob-graph", timeout=TIMEOUT)
     dash_br.wait_for_element("#inst-attr .modality-graph", timeout=TIMEOUT)
     _idle(dash_br)
-    _screenshot(dash_br, artifacts_dir / "instance_attributions.png")
+    full_page_screenshot(dash_br, artifacts_dir / "instance_attributions.png")
 
     # Typical instance view: next instance -> prediction and attributions redrawn.
     timings = []
@@ -217,7 +194,7 @@ def test_instance_explorer_flow_and_shared_link_reproduce_the_view(
     dash_br.wait_for_contains_text("#inst-inter-a-graph .gtitle", a_label, timeout=10)
     dash_br.wait_for_contains_text("#inst-inter-b-graph .gtitle", b_label, timeout=10)
     pair = _query(dash_br)["pair"]
-    _screenshot(dash_br, artifacts_dir / "instance_interactions.png")
+    full_page_screenshot(dash_br, artifacts_dir / "instance_interactions.png")
 
     # Attention: click the cell of layer 1, head 1 in the layer × head grid to open it.
     dash_br.find_element("#inst-tab .tab:nth-child(3)").click()
@@ -232,14 +209,14 @@ def test_instance_explorer_flow_and_shared_link_reproduce_the_view(
           what="layer 1 head 1 in the URL")
     dash_br.wait_for_contains_text("#inst-attn-map .gtitle", "layer 1, head 1", timeout=TIMEOUT)
     _idle(dash_br)
-    _screenshot(dash_br, artifacts_dir / "instance_attention.png")
+    full_page_screenshot(dash_br, artifacts_dir / "instance_attention.png")
 
     # What if: drop the text and see the prediction move (or not).
     dash_br.find_element("#inst-tab .tab:nth-child(4)").click()
     dash_br.find_element("#inst-whatif-drop input[value='text']").click()
     dash_br.find_element("#inst-whatif-run").click()
     dash_br.wait_for_contains_text("#inst-whatif", "The prediction", timeout=TIMEOUT)
-    _screenshot(dash_br, artifacts_dir / "instance_whatif.png")
+    full_page_screenshot(dash_br, artifacts_dir / "instance_whatif.png")
 
     # A note on this instance.
     dash_br.find_element("#inst-note-text").send_keys("the question word 'it' drives this")
@@ -271,16 +248,16 @@ def test_instance_explorer_flow_and_shared_link_reproduce_the_view(
 def test_api_errors_are_shown_not_raised(dash_br, live_servers: LiveServers,
                                          project: int, artifacts_dir: Path) -> None:
     model_id, dataset_id = _ids(live_servers, project)
-    _login(dash_br, live_servers)
+    login(dash_br, live_servers)
     dash_br.driver.get(f"{live_servers.ui_url}/instance?project={project}&model={model_id}"
                        f"&dataset={dataset_id}&instance=999")
     dash_br.wait_for_contains_text("#inst-summary", "has 40 instances", timeout=TIMEOUT)
-    _screenshot(dash_br, artifacts_dir / "instance_missing.png")
+    full_page_screenshot(dash_br, artifacts_dir / "instance_missing.png")
 
 
 def test_deleting_a_model_asks_first_then_removes_it(
         dash_br, live_servers: LiveServers, project: int, artifacts_dir: Path) -> None:
-    _login(dash_br, live_servers)
+    login(dash_br, live_servers)
     dash_br.driver.get(f"{live_servers.ui_url}/models?project={project}")
     dash_br.wait_for_contains_text("#models-table", "digits-transformer", timeout=TIMEOUT)
     dash_br.find_element("#models-table .btn-danger").click()
