@@ -15,7 +15,7 @@ COPY estimators estimators
 COPY backend backend
 COPY app app
 COPY assets assets
-RUN pip install --no-cache-dir .
+RUN pip install --no-cache-dir '.[minilm]'
 
 USER crosslens
 VOLUME ["/data"]

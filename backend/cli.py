@@ -158,13 +158,15 @@ def cmd_users(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``crosslens demo train``: retrain every demo scenario's models (deterministic)."""
-    from estimators.zoo.scenarios import list_scenarios
+    from estimators.zoo.scenarios import list_scenarios, unavailable
     from estimators.zoo.train import train_all
 
     if args.demo_cmd == "list":
         for scenario in list_scenarios():
             models = ", ".join(f"{m.name} {m.test_accuracy:.3f}" for m in scenario.models)
             print(f"{scenario.name}\t{scenario.title}\t{models or 'not trained'}")
+        for name, how in unavailable().items():
+            print(f"{name}\tnot available here\tneeds {how}")
         return 0
     try:
         train_all(args.out, names=args.scenario or None)

@@ -41,6 +41,8 @@ from backend.services.storage import Storage, file_sha256
 from backend.services.uploads import read_dataset_zip, save_normalised
 from estimators.data import MultimodalDataset
 from estimators.model import ModelSpec, MultimodalModel
+from estimators.zoo.pretrained import BackboneUnavailable
+from estimators.zoo.registry import external_sources
 
 # Modules whose second derivative is zero almost everywhere: Hessian maps of a network built
 # from them are empty (DESIGN.md, "Model contract").
@@ -223,8 +225,23 @@ def _config_key(row: ModelRecord) -> str:
 
 def model_fingerprint(row: ModelRecord) -> str:
     """What a model's results depend on: its weights' hash *and* its format, architecture,
-    params and spec (two rows may share weights under different configs or specs)."""
-    return hashlib.sha256(f"{row.sha256}|{row.format}|{_config_key(row)}".encode()).hexdigest()
+    params and spec (two rows may share weights under different configs or specs), and the
+    version of any external weights it loads from an installed package (a frozen pretrained
+    text encoder): upgrading that package must not serve results of the old one."""
+    key = f"{row.sha256}|{row.format}|{_config_key(row)}"
+    external = _external_sources(row)
+    if external:
+        key += "|" + ",".join(external)
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def _external_sources(row: ModelRecord) -> list[str]:
+    if row.format != "safetensors" or not row.architecture:
+        return []
+    try:
+        return external_sources(row.architecture, row.params or {})
+    except BackboneUnavailable as exc:   # the model cannot run here either; say so in the key
+        return [f"unavailable: {exc}"]
 
 
 def sandbox_available() -> bool:

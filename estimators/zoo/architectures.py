@@ -6,11 +6,16 @@
 | ``early_fusion``   | MLP([enc_1(x_1); …; enc_M(x_M)])                     | any, via MLP   |
 | ``tensor_fusion``  | head(Σ_r ∏_m W_m^r [enc_m(x_m); 1])                  | multiplicative |
 | ``transformer``    | joint self-attention over [CLS] + all modality tokens| any, via attn  |
+| ``pretrained_text_fusion`` | MLP([proj(frozen BERT(text)); enc(x_2); …])  | any, via MLP   |
 
 ``tensor_fusion`` is the low-rank form (Liu et al. 2018, "Efficient Low-rank Multimodal
 Fusion") of the outer-product Tensor Fusion Network (Zadeh et al. 2017): appending a 1 to
 each encoding keeps every unimodal and lower-order term of the full outer product.
 ``late_fusion`` has an exactly zero cross-modal Hessian, the reference for "no interaction".
+``pretrained_text_fusion`` is early fusion whose text encoders are a frozen pretrained
+backbone from an installed package (``estimators.zoo.pretrained``; params ``text_backbone``
+and optionally ``backbone_token_ids`` ``{modality: [backbone id of each local token]}``):
+only the projection, the other encoders and the head are trained and shipped.
 
 Every architecture has the same two-stage shape, which lets estimators cache per-modality
 work (EMAP evaluates f on all pairs (x_1^i, x_2^j) from N encodings per modality):
@@ -38,10 +43,12 @@ import torch
 from torch import Tensor, nn
 
 from estimators.model import ModelSpec, TokenSegment
+from estimators.zoo import pretrained
 from estimators.zoo.encoders import tokenizer, vector_encoder
 from estimators.zoo.registry import register
 
 ARCHITECTURES = ("late_fusion", "early_fusion", "tensor_fusion", "transformer")
+"""The architectures trained on every scenario; ``pretrained_text_fusion`` needs a backbone."""
 
 
 def embedding_path(name: str) -> str:
@@ -109,12 +116,44 @@ class EarlyFusion(TwoStageFusion):
     def __init__(self, params: Mapping[str, Any]) -> None:
         super().__init__(params)
         hidden = int(params.get("hidden", 2 * self.dim))
-        self.encoders = nn.ModuleDict({m["name"]: vector_encoder(m, self.dim)
+        self.encoders = nn.ModuleDict({m["name"]: self.encoder(m, params)
                                        for m in params["modalities"]})
         self.head = _mlp(len(self.names) * self.dim, hidden, self.n_classes)
 
+    def encoder(self, m: Mapping[str, Any], params: Mapping[str, Any]) -> nn.Module:
+        """The encoder of modality entry ``m`` (``[B, dim]`` out)."""
+        return vector_encoder(m, self.dim)
+
     def fuse(self, encodings: Mapping[str, Tensor]) -> Tensor:
         return self.head(torch.cat([encodings[n] for n in self.names], dim=-1))
+
+
+class PretrainedTextFusion(EarlyFusion):
+    """Early fusion whose text modalities are read by a frozen pretrained backbone:
+    logits = MLP([proj(normalise(meanpool(BERT(text)))); enc(x_2); …])."""
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        backbone = params.get("text_backbone")
+        if not isinstance(backbone, str):
+            raise ValueError("params need 'text_backbone', one of "
+                             f"{sorted(pretrained.BACKBONES)}")
+        token_ids = params.get("backbone_token_ids") or {}
+        if not isinstance(token_ids, Mapping):
+            raise ValueError("backbone_token_ids must map text modality names to id lists")
+        texts = [m["name"] for m in params["modalities"] if m.get("kind") == "text"]
+        if not texts:
+            raise ValueError("pretrained_text_fusion needs at least one text modality")
+        unknown = sorted(set(token_ids) - set(texts))
+        if unknown:
+            raise ValueError(f"backbone_token_ids names {unknown}, which are not text "
+                             f"modalities ({texts})")
+        super().__init__(params)
+
+    def encoder(self, m: Mapping[str, Any], params: Mapping[str, Any]) -> nn.Module:
+        if m["kind"] != "text":
+            return vector_encoder(m, self.dim)
+        token_ids = (params.get("backbone_token_ids") or {}).get(m["name"])
+        return pretrained.PretrainedTextEncoder(m, self.dim, params["text_backbone"], token_ids)
 
 
 class TensorFusion(TwoStageFusion):
@@ -244,3 +283,6 @@ register("late_fusion")(_seeded(LateFusion))
 register("early_fusion")(_seeded(EarlyFusion))
 register("tensor_fusion")(_seeded(TensorFusion))
 register("transformer")(_seeded(MultimodalTransformer))
+register("pretrained_text_fusion",
+         external_sources=lambda params: [pretrained.identity(str(params["text_backbone"]))],
+         )(_seeded(PretrainedTextFusion))

@@ -11,6 +11,13 @@ under the entry-point group ``crosslens.models`` (each entry a callable ``params
 nn.Module``), looked up only when a name is not built in, so a broken plugin never breaks
 the zoo. Weights are only ever read with ``safetensors`` (no pickle), and the loaded tensors
 must match the built module's parameters and buffers key by key and shape by shape.
+
+*External weights*: a submodule that carries an ``external_source`` attribute (e.g. a frozen
+pretrained text encoder from an installed package, ``estimators.zoo.pretrained``) loads its
+own weights when the architecture is built. Its keys are left out of saved files and are
+optional in loaded ones: a file may carry all of them (they then replace the package's, say
+after fine-tuning) or none, never a part. ``external_sources(architecture, params)`` names
+what those weights are (``distribution==version``) so caches can key on them.
 """
 
 from __future__ import annotations
@@ -32,22 +39,47 @@ Factory = Callable[[dict[str, Any]], nn.Module]
 ENTRY_POINT_GROUP = "crosslens.models"
 
 _BUILTIN: dict[str, Factory] = {}
+_SOURCES: dict[str, Callable[[dict[str, Any]], list[str]]] = {}
 
 
 class ConfigError(ValueError):
     """A model config or weights file does not fit its architecture; the message says how."""
 
 
-def register(name: str) -> Callable[[Factory], Factory]:
-    """Decorator: make ``factory(params) -> nn.Module`` buildable as ``name``."""
+def register(name: str, *, external_sources: Callable[[dict[str, Any]], list[str]] | None = None,
+             ) -> Callable[[Factory], Factory]:
+    """Decorator: make ``factory(params) -> nn.Module`` buildable as ``name``.
+
+    ``external_sources(params)`` names the external weights such a module loads itself
+    (see the module docstring); it must be cheap (no model building).
+    """
 
     def decorator(factory: Factory) -> Factory:
         if name in _BUILTIN and _BUILTIN[name] is not factory:
             raise ValueError(f"architecture {name!r} is already registered")
         _BUILTIN[name] = factory
+        if external_sources is not None:
+            _SOURCES[name] = external_sources
         return factory
 
     return decorator
+
+
+def external_sources(architecture: str, params: Mapping[str, Any]) -> list[str]:
+    """What external weights ``architecture`` with ``params`` loads (empty for most)."""
+    _load_builtins()
+    describe = _SOURCES.get(architecture)
+    return sorted(describe(dict(params))) if describe is not None else []
+
+
+def external_prefixes(module: nn.Module) -> dict[str, str]:
+    """``state_dict`` key prefix -> source of every submodule with external weights."""
+    return {f"{name}.": str(sub.external_source) for name, sub in module.named_modules()
+            if name and getattr(sub, "external_source", None)}
+
+
+def _is_external(key: str, prefixes: Mapping[str, str]) -> bool:
+    return any(key.startswith(p) for p in prefixes)
 
 
 def _load_builtins() -> None:
@@ -134,6 +166,15 @@ def load_model(config: Mapping[str, Any] | Path | str, weights: Path | str) -> M
     except (OSError, safetensors.SafetensorError) as exc:
         raise ConfigError(f"cannot read weights {weights} as safetensors: {exc}") from exc
     expected = module.state_dict()
+    prefixes = external_prefixes(module)
+    partial = [p.rstrip(".") for p in prefixes
+               if 0 < sum(k.startswith(p) for k in state) < sum(k.startswith(p) for k in expected)]
+    if partial:
+        raise ConfigError(f"weights {Path(weights).name} carry only part of the external "
+                          f"weights of {partial}; store all of them or none (they are then "
+                          "loaded from their installed package)")
+    if prefixes and not any(_is_external(k, prefixes) for k in state):
+        expected = {k: v for k, v in expected.items() if not _is_external(k, prefixes)}
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong_shape = [f"{k}: file {list(state[k].shape)}, model {list(expected[k].shape)}"
@@ -150,20 +191,26 @@ def load_model(config: Mapping[str, Any] | Path | str, weights: Path | str) -> M
         raise ConfigError(f"weights {Path(weights).name} do not fit architecture "
                           f"{architecture!r} with these params: {'; '.join(problems)}. "
                           "Check that the config's params match the model that was saved.")
-    module.load_state_dict(state, strict=True)
+    if len(expected) < len(module.state_dict()):   # external weights from their package
+        module.load_state_dict(state, strict=False)
+    else:   # replace, never copy into, external tensors: other models share their storage
+        module.load_state_dict(state, strict=True, assign=bool(prefixes))
     return MultimodalModel(module, spec)
 
 
 def save_model(module: nn.Module, architecture: str, params: Mapping[str, Any],
                spec: ModelSpec, out_dir: Path | str, name: str) -> tuple[Path, Path]:
-    """Write ``name.json`` (config) and ``name.safetensors`` (weights) into ``out_dir``."""
+    """Write ``name.json`` (config) and ``name.safetensors`` (weights) into ``out_dir``;
+    external weights (frozen pretrained parts) are left out, see the module docstring."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     config = {"architecture": architecture, "params": dict(params),
               "spec": spec.model_dump(mode="json")}
     config_path, weights_path = out_dir / f"{name}.json", out_dir / f"{name}.safetensors"
     config_path.write_text(json.dumps(config, indent=1) + "\n")
-    state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()}
+    prefixes = external_prefixes(module)
+    state = {k: v.detach().contiguous().clone() for k, v in module.state_dict().items()
+             if not _is_external(k, prefixes)}
     safetensors.torch.save_file(state, str(weights_path), metadata={"architecture": architecture})
     return config_path, weights_path
 

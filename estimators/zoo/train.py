@@ -9,6 +9,7 @@ standardised with statistics of the training split, stored as buffers with the w
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -21,6 +22,7 @@ from torch import nn
 from estimators.data import MultimodalDataset
 from estimators.model import MultimodalModel
 from estimators.zoo.encoders import set_standardisation
+from estimators.zoo.pretrained import PretrainedTextEncoder
 from estimators.zoo.registry import build, save_model
 from estimators.zoo.scenarios.base import Recipe, Scenario
 
@@ -42,12 +44,23 @@ def fit(module: nn.Module, data: MultimodalDataset, recipe: Recipe) -> nn.Module
     """Train ``module`` (called as ``module(**inputs)``) on ``data`` following ``recipe``."""
     seed = int(recipe.params.get("seed", 0))
     gen = torch.Generator().manual_seed(seed)
-    optimiser = torch.optim.AdamW(module.parameters(), lr=recipe.lr,
+    trainable = [p for p in module.parameters() if p.requires_grad]   # not frozen backbones
+    optimiser = torch.optim.AdamW(trainable, lr=recipe.lr,
                                   weight_decay=recipe.weight_decay)
     steps_per_epoch = -(-len(data) // recipe.batch_size)
     total = recipe.epochs * steps_per_epoch
     schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: 1.0 - step / total)
     module.train()
+    with contextlib.ExitStack() as stack:
+        for sub in module.modules():   # frozen pretrained text encoders: once per distinct text
+            if isinstance(sub, PretrainedTextEncoder):
+                stack.enter_context(sub.memoised())
+        _epochs(module, data, recipe, optimiser, schedule, gen)
+    return module.eval()
+
+
+def _epochs(module: nn.Module, data: MultimodalDataset, recipe: Recipe,
+            optimiser: torch.optim.Optimizer, schedule: Any, gen: torch.Generator) -> None:
     for _ in range(recipe.epochs):
         order = torch.randperm(len(data), generator=gen)
         for start in range(0, len(data), recipe.batch_size):
@@ -58,7 +71,6 @@ def fit(module: nn.Module, data: MultimodalDataset, recipe: Recipe) -> nn.Module
             loss.backward()
             optimiser.step()
             schedule.step()
-    return module.eval()
 
 
 def train_model(scenario: Scenario, recipe: Recipe, train: MultimodalDataset,
@@ -79,7 +91,8 @@ def train_model(scenario: Scenario, recipe: Recipe, train: MultimodalDataset,
             "test_accuracy": round(accuracy(MultimodalModel(module, spec), test), 4),
             "train_accuracy": round(accuracy(module, train), 4),
             "train_seconds": round(seconds, 1), "train_cpu_seconds": round(cpu_seconds, 1),
-            "n_parameters": sum(p.numel() for p in module.parameters())}
+            "n_parameters": sum(p.numel() for p in module.parameters()),
+            "n_trainable": sum(p.numel() for p in module.parameters() if p.requires_grad)}
 
 
 def train_scenario(scenario: Scenario, out_dir: Path | None = None,
