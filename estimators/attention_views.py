@@ -241,11 +241,42 @@ NO_ATTENTION_NOTE = (
     "output_attentions=True.")
 
 
+def padding_positions(token_layout: Layout | None, n: int,
+                      token_ids: Mapping[str, Tensor], pad_ids: Mapping[str, int | None]
+                      ) -> Tensor:
+    """``[N]`` bool: sequence positions holding a token modality's [PAD] in this instance.
+
+    A token segment maps position ``start + i`` to token ``i`` of its modality when the
+    segment is as long as the modality's ids (``token_ids[name]``, shape ``[T]``); padding is
+    where that id equals ``pad_ids[name]``. Everything else is kept.
+    """
+    hidden = torch.zeros(n, dtype=torch.bool)
+    for seg in validate_token_layout(token_layout, n) if token_layout else []:
+        ids, pad = token_ids.get(seg.modality or ""), pad_ids.get(seg.modality or "")
+        if ids is None or pad is None or ids.numel() != seg.length:
+            continue
+        hidden[seg.start:seg.stop] = ids.reshape(-1).cpu() == pad
+    return hidden
+
+
+def _shown_segments(segments: Sequence[Mapping[str, Any]], shown: Tensor
+                    ) -> list[dict[str, Any]]:
+    """Segments re-indexed to the shown positions (those with none left are dropped)."""
+    before = torch.cumsum(shown.long(), 0) - shown.long()   # shown positions before p
+    out = []
+    for seg in segments:
+        count = int(shown[seg["start"]:seg["start"] + seg["length"]].sum())
+        if count:
+            out.append({**seg, "start": int(before[seg["start"]]), "length": count})
+    return out
+
+
 def attention_response(attentions: Sequence[Tensor], token_layout: Layout | None, *,
                        layer: int | None = None, head: int | None = None,
                        query: int | None = None, segment: str | None = None,
                        tokens: Mapping[str, Sequence[str]] | None = None,
-                       query_mask: Tensor | None = None) -> dict[str, Any]:
+                       query_mask: Tensor | None = None,
+                       hide: Tensor | None = None) -> dict[str, Any]:
     """The JSON body of ``POST /api/v1/explain/attention`` for one instance (batch of 1).
 
     ``{available, note, n_layers, n_heads, labels, segments, summary: [[{to_<m>, <a>-><b>,
@@ -253,12 +284,32 @@ def attention_response(attentions: Sequence[Tensor], token_layout: Layout | None
     map: [[float]] (N×N, chosen layer, chosen head or mean over heads), rollout: [[float]],
     query_grid: [[float]] | null, layer, head, query, grid_segment}``. NaN (a mean over no
     queries) becomes null. ``tokens`` gives display strings per token modality for labels.
+
+    ``hide`` (``[N]`` bool, e.g. ``padding_positions``) leaves those positions out of the
+    payload: maps, rollout, labels and segments cover the shown positions only, ``query``
+    (in and out) counts shown positions, and hidden positions are not averaged over as
+    queries in the head summaries. Maps and rollout are computed on the full sequence and
+    then cut, so a row's weights on hidden keys (attention a model paid to its padding)
+    are simply not drawn.
     """
     if not attentions:
         return {"available": False, "note": NO_ATTENTION_NOTE, "n_layers": 0, "n_heads": 0,
                 "labels": [], "segments": [], "summary": [], "cross_modal_share": [],
                 "map": None, "rollout": [], "query_grid": None, "layer": None, "head": None,
                 "query": None, "grid_segment": None}
+    n = attentions[-1].shape[-1]
+    shown = torch.ones(n, dtype=torch.bool) if hide is None else ~hide.reshape(-1).bool().cpu()
+    if shown.numel() != n or not shown.any():
+        raise ValueError(f"hide must be a [N={n}] mask that leaves some position shown")
+    positions = shown.nonzero().flatten()
+    if query is not None:
+        if not -len(positions) <= query < len(positions):
+            raise ValueError(f"query={query}: the sequence shows {len(positions)} positions; "
+                             f"choose 0..{len(positions) - 1}")
+        query = int(positions[query])
+    if hide is not None:
+        keep = shown.reshape(1, n)
+        query_mask = keep if query_mask is None else query_mask.bool() & keep
     view = explain_attention(attentions, token_layout, layer=layer, head=head, query=query,
                              segment=segment, query_mask=query_mask)
     summary = view["summary"]
@@ -272,14 +323,24 @@ def attention_response(attentions: Sequence[Tensor], token_layout: Layout | None
     if not token_layout:
         notes.append("the model spec has no token_layout, so per-modality summaries are "
                      "unavailable; add one to the spec to see them")
+    if not bool(shown.all()):
+        notes.append(f"{int((~shown).sum())} padding position(s) are not shown")
+    cut = positions.to(view["map"].device)
+    labels = position_labels(token_layout, view["n"], tokens)
+    shown_query = (None if view["query"] is None or not bool(shown[view["query"]])
+                   else int(shown[:view["query"]].sum()))
+    grid_segment = view["grid_segment"]
+    if grid_segment is not None:
+        grid_segment = _shown_segments([grid_segment], shown)[0]
     return {"available": True, "note": "; ".join(notes) or None,
             "n_layers": view["n_layers"], "n_heads": view["n_heads"],
-            "labels": position_labels(token_layout, view["n"], tokens),
-            "segments": view["segments"], "summary": rows,
+            "labels": [labels[p] for p in positions.tolist()],
+            "segments": _shown_segments(view["segments"], shown), "summary": rows,
             "cross_modal_share": _json_list(view["cross_modal_share"]),
-            "map": _json_list(view["map"]), "rollout": _json_list(view["rollout"]),
+            "map": _json_list(view["map"][cut][:, cut]),
+            "rollout": _json_list(view["rollout"][cut][:, cut]),
             "query_grid": _json_list(view["query_grid"]), "layer": view["layer"],
-            "head": view["head"], "query": view["query"], "grid_segment": view["grid_segment"]}
+            "head": view["head"], "query": shown_query, "grid_segment": grid_segment}
 
 
 # -- helpers ------------------------------------------------------------------------------

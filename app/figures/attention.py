@@ -41,12 +41,21 @@ def metric_short(metric: str) -> str:
 
 
 def summary_metrics(result: dict) -> list[str]:
-    """The statistics the API reported per head, in a stable order (known ones first)."""
+    """The statistics the API reported per head that tell heads apart, in a stable order
+    (known ones first). A statistic that is null everywhere (e.g. "to text" when the
+    sequence holds text only) or the same in every head ("within" = 1 with one modality)
+    is left out, unless nothing else is left."""
     summary = result.get("summary") or []
     keys: list[str] = []
+    values: dict[str, set[float]] = {}
     for row in summary:
         for cell in row:
             keys.extend(k for k in cell if k not in keys)
+            for key, value in cell.items():
+                if value is not None:
+                    values.setdefault(key, set()).add(round(float(value), 6))
+    informative = [k for k in keys if len(values.get(k, ())) > 1]
+    keys = informative or [k for k in keys if k in values] or keys
     def order(key: str) -> tuple[int, str]:
         if key.startswith("to_") and key != "to_cls":
             return 0, key

@@ -508,14 +508,20 @@ def attention_view(model: Any, inputs: dict[str, Tensor], *, layer: int | None,
                    head: int | None, query: int | None) -> dict[str, Any]:
     """Captured attention of one instance as the contract's JSON
     (``estimators.attention.attention_response``)."""
-    from estimators.attention import attention_response
+    from estimators.attention import attention_response, padding_positions
 
     attentions = run_estimator(model, "estimators.attention.capture_attention", inputs=inputs)
+    token_specs = [m for m in model.spec.modalities if m.is_token]
     tokens = {m.name: _token_strings(m, [int(i) for i in inputs[m.name][0].tolist()])
-              for m in model.spec.modalities if m.is_token}
+              for m in token_specs}
     try:
+        hide = None
+        if attentions and model.spec.token_layout:   # padding is not drawn (nor its labels)
+            hide = padding_positions(model.spec.token_layout, attentions[-1].shape[-1],
+                                     {m.name: inputs[m.name][0] for m in token_specs},
+                                     {m.name: m.pad_id for m in token_specs})
         return attention_response(list(attentions), model.spec.token_layout, layer=layer,
-                                  head=head, query=query, tokens=tokens)
+                                  head=head, query=query, tokens=tokens, hide=hide)
     except ValueError as exc:
         raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
 

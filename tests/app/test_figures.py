@@ -195,12 +195,23 @@ ATTENTION = {
                  {"modality": "image", "role": "patches", "start": 1, "length": 4,
                   "grid": [2, 2]},
                  {"modality": "text", "role": "tokens", "start": 5, "length": 2}],
-    "summary": [[{"entropy": 1.0 + h, "to_image": 0.1 * h, "text->image": 0.5}
+    "summary": [[{"entropy": 1.0 + h, "to_image": 0.1 * h, "text->image": 0.5 + 0.1 * h}
                  for h in range(3)] for _ in range(2)],
     "map": (np.ones((7, 7)) / 7).tolist(),
     "rollout": np.eye(7).tolist(),
     "query_grid": [[0.1, 0.2], [0.3, 0.4]],
 }
+
+
+def test_head_summaries_that_do_not_tell_heads_apart_are_not_offered() -> None:
+    """A text-only sequence (a pretrained text encoder): "to note" is null everywhere and
+    "within" is 1 in every head, so only entropy is worth a grid."""
+    text_only = {**ATTENTION, "summary": [[
+        {"to_note": None, "within": 1.0, "cross": 0.0, "to_cls": 0.0, "entropy": 1.0 + h}
+        for h in range(3)] for _ in range(2)]}
+    assert summary_metrics(text_only) == ["entropy"]
+    constant = {**ATTENTION, "summary": [[{"within": 1.0, "to_x": None}]]}
+    assert summary_metrics(constant) == ["within"]   # nothing varies: still something to show
 
 
 def test_head_grid_is_layer_by_head_and_marks_the_open_head() -> None:

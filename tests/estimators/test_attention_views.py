@@ -17,6 +17,7 @@ from estimators.attention import (
     cross_modal_share,
     explain_attention,
     head_summary,
+    padding_positions,
     position_labels,
     query_grid,
     rollout,
@@ -154,6 +155,41 @@ def test_attention_response_is_json_with_the_api_shapes() -> None:
     assert response["query_grid"] == attentions[1][0, 2, 7, 1:5].reshape(2, 2).tolist()
     assert response["labels"][5:8] == ["is", "it", "red"]
     assert len(response["cross_modal_share"]) == 3
+
+
+def test_padding_positions_follow_the_token_segments() -> None:
+    ids = {"text": torch.tensor([7, 9, 0]), "image": torch.zeros(4)}
+    hidden = padding_positions(LAYOUT, 8, ids, {"text": 0, "image": None})
+    assert hidden.tolist() == [False] * 7 + [True]
+    # no pad id, or ids that do not line up with the segment: nothing is hidden
+    assert not padding_positions(LAYOUT, 8, ids, {"text": None}).any()
+    assert not padding_positions(LAYOUT, 8, {"text": torch.tensor([0, 0])}, {"text": 0}).any()
+
+
+def test_attention_response_hides_padding_everywhere_consistently() -> None:
+    """Cut after computing: the shown map is the full map's shown rows and columns, the
+    query counts shown positions, segments are re-indexed, padded queries are not averaged."""
+    a = torch.softmax(torch.randn(1, 2, 8, 8, generator=torch.Generator().manual_seed(0)), -1)
+    hide = torch.tensor([False, False, True, False, False, False, True, True])   # p1, 2 text
+    full = attention_response([a, a], LAYOUT, layer=1, head=0, query=3)
+    cut = attention_response([a, a], LAYOUT, layer=1, head=0, query=2, hide=hide,
+                             tokens={"text": ["is", "[PAD]", "[PAD]"]})
+    keep = [0, 1, 3, 4, 5]
+    assert cut["labels"] == ["[CLS]", "image (0,0)", "image (1,0)", "image (1,1)", "is"]
+    assert cut["query"] == 2 and full["query"] == 3        # the same position, image (1,0)
+    assert torch.equal(torch.tensor(cut["map"]),
+                       torch.tensor(full["map"])[keep][:, keep])
+    assert torch.equal(torch.tensor(cut["rollout"]),
+                       torch.tensor(full["rollout"])[keep][:, keep])
+    assert [(s["modality"], s["start"], s["length"]) for s in cut["segments"]] == [
+        (None, 0, 1), ("image", 1, 3), ("text", 4, 1)]
+    assert "3 padding position(s) are not shown" in cut["note"]
+    # the text queries' mean is over the one shown text token only
+    expected = head_summary([a[:, :, :, :], a], LAYOUT,
+                            query_mask=(~hide).reshape(1, 8))["text->image"][0, 1, 0]
+    assert cut["summary"][1][0]["text->image"] == pytest.approx(float(expected))
+    with pytest.raises(ValueError, match="shows 5 positions"):
+        attention_response([a], LAYOUT, query=5, hide=hide)
 
 
 def test_attention_response_says_when_nothing_was_captured_or_layout_is_missing() -> None:
