@@ -242,13 +242,19 @@ NO_ATTENTION_NOTE = (
 
 
 def padding_positions(token_layout: Layout | None, n: int,
-                      token_ids: Mapping[str, Tensor], pad_ids: Mapping[str, int | None]
-                      ) -> Tensor:
+                      token_ids: Mapping[str, Tensor], pad_ids: Mapping[str, int | None],
+                      *, attentions: Sequence[Tensor] | None = None,
+                      tol: float = 1e-4) -> Tensor:
     """``[N]`` bool: sequence positions holding a token modality's [PAD] in this instance.
 
     A token segment maps position ``start + i`` to token ``i`` of its modality when the
     segment is as long as the modality's ids (``token_ids[name]``, shape ``[T]``); padding is
     where that id equals ``pad_ids[name]``. Everything else is kept.
+
+    With ``attentions`` (this instance's ``[1, H, N, N]`` maps), padding counts only where the
+    model masks it out: if any query of any ``N × N`` layer puts more than ``tol`` on a
+    padding key, nothing is returned as padding, because attention paid to padding (an
+    attention sink, say) is part of what the model does and must stay visible.
     """
     hidden = torch.zeros(n, dtype=torch.bool)
     for seg in validate_token_layout(token_layout, n) if token_layout else []:
@@ -256,6 +262,12 @@ def padding_positions(token_layout: Layout | None, n: int,
         if ids is None or pad is None or ids.numel() != seg.length:
             continue
         hidden[seg.start:seg.stop] = ids.reshape(-1).cpu() == pad
+    if attentions is not None and hidden.any():
+        joint = [a for a in attentions if a.shape[-2:] == (n, n)]
+        paid = max((float(a[..., hidden.to(a.device)].float().max()) for a in joint),
+                   default=0.0)
+        if paid > tol:
+            hidden[:] = False
     return hidden
 
 

@@ -516,10 +516,11 @@ def attention_view(model: Any, inputs: dict[str, Tensor], *, layer: int | None,
               for m in token_specs}
     try:
         hide = None
-        if attentions and model.spec.token_layout:   # padding is not drawn (nor its labels)
+        if attentions and model.spec.token_layout:   # masked-out padding is not drawn
             hide = padding_positions(model.spec.token_layout, attentions[-1].shape[-1],
                                      {m.name: inputs[m.name][0] for m in token_specs},
-                                     {m.name: m.pad_id for m in token_specs})
+                                     {m.name: m.pad_id for m in token_specs},
+                                     attentions=list(attentions))
         return attention_response(list(attentions), model.spec.token_layout, layer=layer,
                                   head=head, query=query, tokens=tokens, hide=hide)
     except ValueError as exc:

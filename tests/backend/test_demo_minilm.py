@@ -38,7 +38,10 @@ def test_minilm_demo_is_registered_and_every_instance_view_works(
     attention = client.post("/api/v1/explain/attention", headers=auth,
                             json={**ask, "layer": 5, "head": 3}).json()
     assert attention["available"] and (attention["n_layers"], attention["n_heads"]) == (6, 12)
-    assert attention["labels"][0] == "[CLS]"
+    assert attention["labels"][0] == "[CLS]" and attention["labels"][-1] == "[SEP]"
+    assert "[PAD]" not in attention["labels"]   # MiniLM masks padding: not drawn
+    n = len(attention["labels"])
+    assert len(attention["map"]) == n and "padding position(s) are not shown" in attention["note"]
 
     interaction = client.post("/api/v1/explain/interactions", headers=auth,
                               json={**ask, "a": "note", "b": "vitals"})

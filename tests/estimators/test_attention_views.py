@@ -164,6 +164,12 @@ def test_padding_positions_follow_the_token_segments() -> None:
     # no pad id, or ids that do not line up with the segment: nothing is hidden
     assert not padding_positions(LAYOUT, 8, ids, {"text": None}).any()
     assert not padding_positions(LAYOUT, 8, {"text": torch.tensor([0, 0])}, {"text": 0}).any()
+    # padding the model masks out is padding; padding it attends to stays in view
+    masked = torch.softmax(torch.randn(1, 2, 8, 8), -1)
+    masked[..., 7] = 0.0
+    assert padding_positions(LAYOUT, 8, ids, {"text": 0}, attentions=[masked])[7]
+    attended = torch.softmax(torch.randn(1, 2, 8, 8), -1)
+    assert not padding_positions(LAYOUT, 8, ids, {"text": 0}, attentions=[attended]).any()
 
 
 def test_attention_response_hides_padding_everywhere_consistently() -> None:
