@@ -491,17 +491,40 @@ def interaction_map(model: Any, inputs: dict[str, Tensor], a: str, b: str, *, ta
     spec_a, spec_b = model.spec.modality(a), model.spec.modality(b)
     a_labels = element_labels(spec_a, field(result, "layout_a"), inputs)
     b_labels = element_labels(spec_b, field(result, "layout_b"), inputs)
+    all_zero = bool(matrix.abs().max() < 1e-10) if matrix.numel() else True
+    notes = []
+    if not all_zero:   # padding the model ignores (masked, pooled out) is not drawn
+        keep_a = _not_silent_padding(spec_a, inputs, matrix)
+        keep_b = _not_silent_padding(spec_b, inputs, matrix.T)
+        dropped = int((~keep_a).sum() + (~keep_b).sum())
+        if dropped:
+            matrix = matrix[keep_a][:, keep_b]
+            a_labels = [lab for lab, k in zip(a_labels, keep_a.tolist(), strict=True) if k]
+            b_labels = [lab for lab, k in zip(b_labels, keep_b.tolist(), strict=True) if k]
+            notes.append(f"{dropped} padding token(s) with no interaction are not shown")
     pairs = [{"i": i, "j": j, "value": v, "a_label": a_labels[i], "b_label": b_labels[j]}
              for i, j, v in top_pairs(matrix, top_k)]
-    all_zero = bool(matrix.abs().max() < 1e-10) if matrix.numel() else True
-    note = None
     if all_zero:
-        note = ("every cross-modal second derivative is zero here: the model is additive in "
-                f"{a} and {b}, or piecewise linear (ReLU, max-pool); for ReLU models try "
-                "output='log_softmax'")
+        notes.append("every cross-modal second derivative is zero here: the model is additive "
+                     f"in {a} and {b}, or piecewise linear (ReLU, max-pool); for ReLU models "
+                     "try output='log_softmax'")
+    note = "; ".join(notes) or None
     return {"a": a, "b": b, "target": target, "weight": weight, "a_labels": a_labels,
             "b_labels": b_labels, "matrix": _round(matrix), "top_pairs": pairs,
             "all_zero": all_zero, "note": note}
+
+
+def _not_silent_padding(spec: ModalitySpec, inputs: dict[str, Tensor], rows: Tensor
+                        ) -> Tensor:
+    """``[rows]`` bool: False for [PAD] tokens whose interaction row is exactly zero (the
+    model masks or pools padding out), True for everything else. Element ``k`` of a token
+    modality is token ``k``; padding a model does use keeps its row."""
+    keep = torch.ones(rows.shape[0], dtype=torch.bool)
+    ids = inputs[spec.name][0].reshape(-1)
+    if not spec.is_token or spec.pad_id is None or ids.numel() != rows.shape[0]:
+        return keep
+    silent = rows.abs().amax(dim=1).cpu() <= 1e-12 * float(rows.abs().max())
+    return keep & ~((ids.cpu() == spec.pad_id) & silent)
 
 
 def attention_view(model: Any, inputs: dict[str, Tensor], *, layer: int | None,

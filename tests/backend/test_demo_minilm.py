@@ -46,7 +46,12 @@ def test_minilm_demo_is_registered_and_every_instance_view_works(
     interaction = client.post("/api/v1/explain/interactions", headers=auth,
                               json={**ask, "a": "note", "b": "vitals"})
     assert interaction.status_code == 200, interaction.text
-    assert interaction.json()["top_pairs"]
+    body = interaction.json()
+    assert body["top_pairs"] and "[PAD]" not in " ".join(body["a_labels"])
+    assert len(body["matrix"]) == len(body["a_labels"]) < 12   # the note's padding is cut
+    assert "padding token(s) with no interaction are not shown" in body["note"]
+    assert [p["a_label"] for p in body["top_pairs"]] == [
+        body["a_labels"][p["i"]] for p in body["top_pairs"]]
 
     whatif = client.post("/api/v1/explain/whatif", headers=auth,
                          json={**ask, "drop": ["note"]}).json()

@@ -71,3 +71,8 @@ def test_minilm_attention_and_attributions_are_drawn(
     wait_until(lambda: "[SEP]" in dash_br.find_element("#inst-attn-map").text, TIMEOUT,
                "token labels on the attention map")
     full_page_screenshot(dash_br, artifacts_dir / "minilm_attention.png")
+
+    dash_br.driver.get(f"{live_servers.ui_url}/instance?project={project}&model={model}"
+                       f"&dataset={dataset}&instance=2&tab=inter&a=note&b=vitals")
+    dash_br.wait_for_element("#inst-inter-pairs .pair", timeout=TIMEOUT)
+    full_page_screenshot(dash_br, artifacts_dir / "minilm_interactions.png")
