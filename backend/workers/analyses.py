@@ -281,11 +281,15 @@ def emap_reduce(loaded: Loaded, parts: dict[str, Tensor], params: EmapParams):
     on the first ``max_instances`` instances: a gap near 0 means the model's non-additive
     interactions do not help on this data."""
     emap_logits = _estimator("estimators.emap:emap_logits")
+    model = loaded.models[0]
     n = min(params.max_instances, len(loaded.dataset))
-    inputs = {k: v[:n] for k, v in model_inputs(loaded.models[0],
-                                                 loaded.dataset.inputs).items()}
+    inputs = {k: v[:n] for k, v in model_inputs(model, loaded.dataset.inputs).items()}
+    # Two-stage models (encoders + fuse, like the zoo's): encode each modality once and
+    # evaluate only the fusion on the N² pairs, not the whole model (a frozen MiniLM!).
+    encoders = (_estimator("estimators.emap:Encoders").of(model)
+                if isinstance(model, MultimodalModel) else None)
     with torch.inference_mode():
-        projected = emap_logits(loaded.models[0], inputs)
+        projected = emap_logits(model, inputs, encoders=encoders)
     labels = parts["y"][:n]
     acc_f = accuracy(parts["logits"][:n], labels)
     acc_emap = accuracy(projected, labels)
