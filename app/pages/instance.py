@@ -535,8 +535,8 @@ def load_interactions(view, a, b, target, output, tab, dataset_id):
             children.append(html.Button("Explain log-probabilities instead",
                                         id="inst-use-logsoftmax", className="btn"))
         messages.append(html.Div(children, className="alert alert-warning", role="status"))
-    elif result.get("note"):
-        messages.append(alert(result["note"], kind="info"))
+    elif result.get("note"):   # e.g. padding left out: a hint, not an alert
+        messages.append(html.P(result["note"], className="muted hint"))
     return result, messages
 
 
