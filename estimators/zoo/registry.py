@@ -165,7 +165,8 @@ def load_model(config: Mapping[str, Any] | Path | str, weights: Path | str) -> M
         state = safetensors.torch.load_file(str(weights))
     except (OSError, safetensors.SafetensorError) as exc:
         raise ConfigError(f"cannot read weights {weights} as safetensors: {exc}") from exc
-    expected = module.state_dict()
+    full = module.state_dict()
+    expected = full
     prefixes = external_prefixes(module)
     partial = [p.rstrip(".") for p in prefixes
                if 0 < sum(k.startswith(p) for k in state) < sum(k.startswith(p) for k in expected)]
@@ -191,7 +192,7 @@ def load_model(config: Mapping[str, Any] | Path | str, weights: Path | str) -> M
         raise ConfigError(f"weights {Path(weights).name} do not fit architecture "
                           f"{architecture!r} with these params: {'; '.join(problems)}. "
                           "Check that the config's params match the model that was saved.")
-    if len(expected) < len(module.state_dict()):   # external weights from their package
+    if len(expected) < len(full):   # external weights come from their package
         module.load_state_dict(state, strict=False)
     else:   # replace, never copy into, external tensors: other models share their storage
         module.load_state_dict(state, strict=True, assign=bool(prefixes))

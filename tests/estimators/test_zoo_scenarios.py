@@ -30,8 +30,8 @@ def clear_generator_caches() -> None:
     digits._all.cache_clear()
     clinical._all.cache_clear()
     interactions._split.cache_clear()
-    for cached in (clinical_minilm._notes, clinical_minilm._vocabulary,
-                   clinical_minilm._note_ids):
+    for cached in (clinical_minilm._notes, clinical_minilm._pieces,
+                   clinical_minilm._vocabulary, clinical_minilm._note_ids):
         cached.cache_clear()
 
 

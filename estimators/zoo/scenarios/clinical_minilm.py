@@ -72,11 +72,19 @@ def _notes() -> tuple[list[str], np.ndarray]:
 
 
 @cache
+def _pieces() -> dict[str, list[str]]:
+    """Each distinct note's MiniLM word pieces ([CLS] … [SEP]), tokenised once."""
+    tok = pretrained.tokenizer(BACKBONE)
+    texts = sorted(set(_notes()[0]))
+    return {text: enc.tokens for text, enc in zip(texts, tok.encode_batch(texts), strict=True)}
+
+
+@cache
 def _vocabulary() -> tuple[list[str], list[int]]:
     """Local vocabulary (specials, then the word pieces all notes use, sorted) and each
     local token's MiniLM id."""
     tok = pretrained.tokenizer(BACKBONE)
-    pieces = {p for text in sorted(set(_notes()[0])) for p in tok.encode(text).tokens}
+    pieces = {p for note in _pieces().values() for p in note}
     vocab = SPECIALS + sorted(pieces - set(SPECIALS))
     return vocab, [tok.token_to_id(p) for p in vocab]
 
@@ -84,11 +92,11 @@ def _vocabulary() -> tuple[list[str], list[int]]:
 @cache
 def _note_ids() -> torch.Tensor:
     """[N, NOTE_LENGTH] local ids: [CLS] pieces [SEP] [PAD]..."""
-    tok = pretrained.tokenizer(BACKBONE)
     local = {p: i for i, p in enumerate(_vocabulary()[0])}
+    by_text = _pieces()
     out = np.zeros((clinical.N_PATIENTS, NOTE_LENGTH), dtype=np.int64)
     for row, text in enumerate(_notes()[0]):
-        pieces = tok.encode(text).tokens
+        pieces = by_text[text]
         if len(pieces) > NOTE_LENGTH:
             raise ValueError(f"note {text!r} has {len(pieces)} word pieces > {NOTE_LENGTH}")
         out[row, :len(pieces)] = [local[p] for p in pieces]
